@@ -1,0 +1,32 @@
+# make demo / make test: each creates .venv and installs what it needs on first use.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# torch 2.13.0 CPU build; for CUDA install a CUDA torch into $(VENV) before `make`.
+TORCH ?= torch==2.13.0
+
+.PHONY: venv test lint demo clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip setuptools wheel
+	# fairseq-fixed compiles against the torch in the venv: install torch, numpy, cython
+	# first and build without isolation, so pip does not fetch a second torch.
+	$(PY) -m pip install "$(TORCH)" numpy cython
+	$(PY) -m pip install --no-build-isolation -e ".[test,plot]"
+	touch $@
+
+test: venv
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest tests -q
+
+lint: venv
+	$(VENV)/bin/ruff check .
+
+demo: venv
+	$(VENV)/bin/seqkd-demo
+
+clean:
+	rm -rf $(VENV) demo-out *.egg-info

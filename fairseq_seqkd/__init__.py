@@ -1,0 +1,14 @@
+"""fairseq-seqkd: knowledge distillation for fairseq, loaded with ``--user-dir fairseq_seqkd``.
+
+Importing the package registers its criterions and tasks with fairseq and allow-lists the
+globals that fairseq checkpoints pickle, so ``torch.load(weights_only=True)`` (the default
+since torch 2.6) reads them without ever turning ``weights_only`` off.
+"""
+
+from .errors import install_error_hook
+from .safe_load import allow_fairseq_checkpoint_globals
+
+allow_fairseq_checkpoint_globals()
+install_error_hook()
+
+from . import criterions, tasks  # noqa: E402,F401  (registers word_kd, translation_kd, ...)

@@ -1,0 +1,47 @@
+"""fairseq-seqkd: sequence-level knowledge distillation as a fairseq --user-dir plugin."""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).parent
+
+setup(
+    name="fairseq-seqkd",
+    version="0.1.0",
+    description=(
+        "Kim & Rush (2016) sequence-level knowledge distillation for fairseq, "
+        "as a --user-dir plugin"
+    ),
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.10",
+    packages=find_packages(include=["fairseq_seqkd", "fairseq_seqkd.*"]),
+    install_requires=[
+        # official fairseq 0.12.2 does not import on Python >= 3.11 (dataclass defaults);
+        # fairseq-fixed repackages fairseq's main branch as the same `fairseq` module.
+        "fairseq-fixed>=0.12.3; python_version >= '3.11'",
+        "fairseq>=0.12.2; python_version < '3.11'",
+        "torch>=2.1",
+        "sacrebleu>=2.3",
+        "sentencepiece",
+        "tqdm",
+        "numpy",
+    ],
+    extras_require={
+        "test": ["pytest", "hypothesis", "ruff"],
+        "plot": ["matplotlib"],
+    },
+    entry_points={
+        "console_scripts": [
+            "seqkd-path=fairseq_seqkd.cli.path:main",
+            "seqkd-generate=fairseq_seqkd.cli.generate:main",
+            "seqkd-select=fairseq_seqkd.cli.select:main",
+            "seqkd-build=fairseq_seqkd.cli.build:main",
+            "seqkd-prune=fairseq_seqkd.cli.prune:main",
+            "seqkd-export=fairseq_seqkd.cli.export:main",
+            "seqkd-demo=fairseq_seqkd.cli.demo:main",
+        ],
+    },
+)
