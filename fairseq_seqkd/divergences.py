@@ -1,0 +1,110 @@
+"""Token-level divergences between a teacher and a student distribution (pure torch).
+
+Everything works on log-probabilities over the last dimension and returns one value per
+position, so the caller decides how to mask padding and reduce. Computation is done in float32
+or wider whatever the inputs' dtype: fp16 log-softmax outputs lose the small probabilities that
+the divergences are about.
+
+Top-k: the teacher keeps its k most probable tokens, renormalised. The student keeps its full
+distribution, summarised on k + 1 bins: the teacher's k tokens and one bin holding the rest
+of its mass. KL, JS and TVD on these bins equal the full-vocabulary divergences between the
+truncated teacher and the full student (the teacher has no mass outside its top k, and JS's
+terms there are proportional to the student's mass). Reverse KL would be infinite against a
+truncated teacher, so for ``reverse_kl`` the student is renormalised on the top k as well.
+"""
+
+import math
+
+import torch
+from torch import Tensor
+
+DIVERGENCES: tuple[str, ...] = ("kl", "reverse_kl", "js", "tvd")
+
+_LOG2 = math.log(2.0)
+
+
+def check_divergence(name: str) -> None:
+    if name not in DIVERGENCES:
+        raise ValueError(
+            f"--kd-divergence must be one of {', '.join(DIVERGENCES)}, got {name!r}"
+        )
+
+
+def tempered_log_probs(logits: Tensor, temperature: float = 1.0) -> Tensor:
+    """log softmax(logits / T), in float32 at least."""
+    if temperature <= 0:
+        raise ValueError(f"--kd-temperature must be > 0, got {temperature}")
+    logits = _wide(logits)
+    if temperature != 1.0:
+        logits = logits / temperature
+    return torch.log_softmax(logits, dim=-1)
+
+
+def ensemble_log_probs(member_log_probs: list[Tensor]) -> Tensor:
+    """Log of the average of the members' probabilities (fairseq's ensemble rule)."""
+    if len(member_log_probs) == 1:
+        return member_log_probs[0]
+    stacked = torch.stack(member_log_probs, dim=0)
+    return torch.logsumexp(stacked, dim=0) - math.log(len(member_log_probs))
+
+
+def truncate_topk(teacher_log_probs: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """The teacher's k most probable tokens and their renormalised log-probabilities."""
+    vocab = teacher_log_probs.size(-1)
+    if not 0 < k <= vocab:
+        raise ValueError(f"--kd-topk must be in [1, {vocab}] (vocabulary size), got {k}")
+    values, indices = teacher_log_probs.topk(k, dim=-1)
+    values = _wide(values)
+    return values - torch.logsumexp(values, dim=-1, keepdim=True), indices
+
+
+def divergence_full(student_log_probs: Tensor, teacher_log_probs: Tensor, name: str) -> Tensor:
+    """D(teacher || student) per position, over the full vocabulary."""
+    check_divergence(name)
+    lq = _wide(student_log_probs)
+    lp = _wide(teacher_log_probs)
+    if name == "kl":
+        return _xlogx_ratio(lp, lq).sum(-1)
+    if name == "reverse_kl":
+        return _xlogx_ratio(lq, lp).sum(-1)
+    if name == "js":
+        lm = torch.logaddexp(lp, lq) - _LOG2
+        return 0.5 * (_xlogx_ratio(lp, lm).sum(-1) + _xlogx_ratio(lq, lm).sum(-1))
+    return 0.5 * (lp.exp() - lq.exp()).abs().sum(-1)
+
+
+def divergence_topk(
+    student_log_probs: Tensor,
+    teacher_topk_log_probs: Tensor,
+    topk_indices: Tensor,
+    name: str,
+) -> Tensor:
+    """D(truncated teacher || student) per position, with the teacher given on its top k.
+
+    ``student_log_probs`` covers the full vocabulary; ``teacher_topk_log_probs`` are
+    renormalised over ``topk_indices`` (see :func:`truncate_topk`).
+    """
+    check_divergence(name)
+    lp = _wide(teacher_topk_log_probs)
+    lq = _wide(student_log_probs).gather(-1, topk_indices)
+    if name == "kl":
+        return _xlogx_ratio(lp, lq).sum(-1)
+    if name == "reverse_kl":
+        lq = lq - torch.logsumexp(lq, dim=-1, keepdim=True)
+        return _xlogx_ratio(lq, lp).sum(-1)
+    student_rest = (1.0 - lq.exp().sum(-1)).clamp_min(0.0)
+    if name == "js":
+        lm = torch.logaddexp(lp, lq) - _LOG2
+        inside = _xlogx_ratio(lp, lm).sum(-1) + _xlogx_ratio(lq, lm).sum(-1)
+        return 0.5 * (inside + student_rest * _LOG2)
+    return 0.5 * ((lp.exp() - lq.exp()).abs().sum(-1) + student_rest)
+
+
+def _xlogx_ratio(log_a: Tensor, log_b: Tensor) -> Tensor:
+    """a * (log a - log b), with 0 * log 0 = 0 where a underflows to zero."""
+    a = log_a.exp()
+    return torch.where(a > 0, a * (log_a - log_b), torch.zeros_like(a))
+
+
+def _wide(x: Tensor) -> Tensor:
+    return x if x.dtype in (torch.float32, torch.float64) else x.float()
