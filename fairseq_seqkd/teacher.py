@@ -1,0 +1,176 @@
+"""Load a teacher (or an ensemble) and run it frozen beside the student.
+
+The teacher is deliberately a plain Python object, not a ``torch.nn.Module``: fairseq's trainer
+hands ``criterion.parameters()`` to the optimizer and saves ``criterion.state_dict()`` in every
+checkpoint, so a teacher registered as a submodule would be trained and saved with the student.
+"""
+
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from fairseq import checkpoint_utils
+from fairseq.data import Dictionary
+from torch import Tensor
+
+from .divergences import ensemble_log_probs, tempered_log_probs
+from .errors import SeqKDError
+
+logger = logging.getLogger(__name__)
+
+
+def split_paths(path_spec: str) -> list[str]:
+    """``a.pt:b.pt`` -> ``["a.pt", "b.pt"]``, fairseq's ensemble syntax."""
+    paths = [p for p in path_spec.split(":") if p]
+    if not paths:
+        raise SeqKDError("--teacher-path is empty; give a checkpoint, or several joined by ':'")
+    return paths
+
+
+def load_checkpoint_state(path: str, option: str = "--teacher-path") -> dict[str, Any]:
+    """fairseq's own checkpoint reader, with one-line errors naming the file."""
+    if not os.path.isfile(path):
+        raise SeqKDError(f"{option}: {path} does not exist")
+    try:
+        state = checkpoint_utils.load_checkpoint_to_cpu(path)
+    except Exception as exc:  # torch raises many types for a file that is not a checkpoint
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SeqKDError(f"{option}: {path} is not a fairseq checkpoint ({first_line})") from exc
+    if not isinstance(state, dict) or "model" not in state or state.get("cfg") is None:
+        raise SeqKDError(f"{option}: {path} is not a fairseq checkpoint (no 'model'/'cfg' entry)")
+    return state
+
+
+def first_difference(a: Dictionary, b: Dictionary) -> tuple[int, str, str] | None:
+    """Index and symbols of the first position where two dictionaries differ."""
+    for i in range(max(len(a), len(b))):
+        sa = a.symbols[i] if i < len(a) else "<none>"
+        sb = b.symbols[i] if i < len(b) else "<none>"
+        if sa != sb:
+            return i, sa, sb
+    return None
+
+
+def check_same_dictionary(
+    side: str, teacher: Dictionary, teacher_name: str, student: Dictionary, student_name: str
+) -> None:
+    diff = first_difference(teacher, student)
+    if diff is not None:
+        i, st, ss = diff
+        raise SeqKDError(
+            f"{side} dictionaries differ: {teacher_name} has {len(teacher)} symbols, "
+            f"{student_name} has {len(student)}; first difference at index {i}: "
+            f"{st!r} vs {ss!r}. Binarize the student's data with the teacher's dictionaries "
+            f"(fairseq-preprocess --srcdict/--tgtdict)"
+        )
+
+
+def teacher_dictionaries(
+    path: str, state: dict[str, Any], data_dir: str | None, src_lang: str, tgt_lang: str
+) -> tuple[Dictionary, Dictionary] | None:
+    """The dictionaries a teacher was trained with, or None when their files are gone."""
+    task_cfg = state["cfg"].get("task") or {}
+    directory = data_dir or str(task_cfg.get("data") or "").split(":")[0]
+    src = task_cfg.get("source_lang") or src_lang
+    tgt = task_cfg.get("target_lang") or tgt_lang
+    files = [os.path.join(directory, f"dict.{lang}.txt") for lang in (src, tgt)]
+    if not directory or not all(os.path.isfile(f) for f in files):
+        return None
+    return Dictionary.load(files[0]), Dictionary.load(files[1])
+
+
+def embedding_rows(state: dict[str, Any], side: str) -> int | None:
+    names = {
+        "source": ["encoder.embed_tokens.weight"],
+        "target": ["decoder.output_projection.weight", "decoder.embed_tokens.weight"],
+    }[side]
+    for name in names:
+        weight = state["model"].get(name)
+        if weight is not None:
+            return int(weight.shape[0])
+    return None
+
+
+class FrozenTeacher:
+    """One or more fairseq models in eval mode, never trained, moved to the student lazily."""
+
+    def __init__(self, models: Sequence[torch.nn.Module], paths: Sequence[str]):
+        self.models = list(models)
+        self.paths = list(paths)
+        for model in self.models:
+            model.eval()
+            for p in model.parameters():
+                p.requires_grad_(False)
+        self._placement: tuple[torch.device, torch.dtype] | None = None
+
+    @classmethod
+    def load(cls, path_spec: str, task: Any, data_dir: str | None = None) -> "FrozenTeacher":
+        """Load and check every member against the student's task dictionaries."""
+        paths = split_paths(path_spec)
+        src_dict, tgt_dict = task.source_dictionary, task.target_dictionary
+        src_lang = getattr(task.cfg, "source_lang", None) or "src"
+        tgt_lang = getattr(task.cfg, "target_lang", None) or "tgt"
+        models, first = [], None
+        for path in paths:
+            state = load_checkpoint_state(path)
+            dicts = teacher_dictionaries(path, state, data_dir, src_lang, tgt_lang)
+            if dicts is not None:
+                if first is not None:
+                    for side, a, b in zip(("source", "target"), first[1], dicts):
+                        check_same_dictionary(
+                            f"ensemble member {side}", b, path, a, first[0]
+                        )
+                else:
+                    first = (path, dicts)
+                for side, teacher_d, student_d in zip(
+                    ("source", "target"), dicts, (src_dict, tgt_dict)
+                ):
+                    check_same_dictionary(
+                        side, teacher_d, f"teacher {path}", student_d, "the student's data"
+                    )
+            else:
+                for side, student_d in (("source", src_dict), ("target", tgt_dict)):
+                    rows = embedding_rows(state, side)
+                    if rows is not None and rows != len(student_d):
+                        raise SeqKDError(
+                            f"{side} dictionaries differ: teacher {path} has {rows} symbols, "
+                            f"the student's data has {len(student_d)}"
+                        )
+                logger.warning(
+                    "teacher %s: its dict.*.txt files were not found (pass --teacher-data); "
+                    "only the vocabulary sizes were checked",
+                    path,
+                )
+            model = task.build_model(state["cfg"]["model"], from_checkpoint=True)
+            model.load_state_dict(state["model"], strict=True, model_cfg=state["cfg"]["model"])
+            models.append(model)
+        logger.info("loaded teacher %s (%d parameters)", path_spec, _num_params(models))
+        return cls(models, paths)
+
+    def to(self, device: torch.device, dtype: torch.dtype) -> None:
+        if self._placement != (device, dtype):
+            for model in self.models:
+                model.to(device=device, dtype=dtype)
+            self._placement = (device, dtype)
+
+    def follow(self, student: torch.nn.Module) -> None:
+        """Move to the student's device and floating dtype (``--fp16``/``--bf16``)."""
+        p = next(student.parameters())
+        self.to(p.device, p.dtype)
+
+    def log_probs(self, net_input: dict[str, Tensor], temperature: float = 1.0) -> Tensor:
+        """Teacher-forced log-probabilities at temperature T, averaged over the ensemble."""
+        with torch.no_grad():
+            members = []
+            for model in self.models:
+                model.eval()
+                logits = model(**net_input)[0]
+                members.append(tempered_log_probs(logits, temperature))
+                del logits
+            return ensemble_log_probs(members)
+
+
+def _num_params(models: Sequence[torch.nn.Module]) -> int:
+    return sum(p.numel() for m in models for p in m.parameters())
