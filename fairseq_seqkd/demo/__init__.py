@@ -1,0 +1,1 @@
+"""Self-contained demo pieces for fairseq-seqkd (built-in synthetic translation corpus)."""
