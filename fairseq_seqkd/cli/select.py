@@ -1,0 +1,270 @@
+"""``seqkd-select``: turn a teacher n-best into sequence-level KD training targets.
+
+Example::
+
+    seqkd-select --nbest train.nbest --source train.bpe.de --reference train.bpe.en \\
+        --strategy seq-inter --sim bleu --remove-bpe subword_nmt --workers 8 \\
+        --output train.kd.en --output-source train.kd.de --report select.json
+
+Bad input exits with status 1 after a single ``seqkd-select: error: ...`` line on
+stderr; output files are written atomically, so nothing is half-written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+
+from fairseq_seqkd.distill.nbest import (
+    Hypothesis,
+    NbestFormatError,
+    check_indices,
+    read_generate_log,
+    read_nbest,
+)
+from fairseq_seqkd.distill.select import (
+    FALLBACKS,
+    SIMILARITIES,
+    STRATEGIES,
+    select_targets,
+)
+
+PROG = "seqkd-select"
+
+
+class CliError(Exception):
+    """Bad command line or input; reported as one line, exit status 1."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise CliError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog=PROG,
+        description="Select sequence-level KD targets (Kim & Rush, 2016) from a teacher n-best.",
+    )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--nbest", metavar="FILE", help="n-best file (index, rank, score, tokens)")
+    source.add_argument(
+        "--generate-log", metavar="FILE", help="stdout of fairseq-generate (H- lines are used)"
+    )
+    parser.add_argument("--source", metavar="FILE", help="source subword lines, one per sentence")
+    parser.add_argument(
+        "--reference", metavar="FILE", help="reference subword lines, one per sentence"
+    )
+    parser.add_argument(
+        "--size",
+        type=int,
+        metavar="N",
+        help="number of sentences in the split (default: line count of --source/--reference)",
+    )
+    parser.add_argument("--strategy", choices=STRATEGIES, default="seq-kd")
+    parser.add_argument("--sim", choices=SIMILARITIES, default="bleu")
+    parser.add_argument(
+        "--remove-bpe",
+        metavar="SCHEME",
+        default=None,
+        help="'sentencepiece', 'subword_nmt' or a literal marker such as '@@ ' "
+        "(applied before computing similarities)",
+    )
+    parser.add_argument("--max-len-ratio", type=float, metavar="R", default=None)
+    parser.add_argument(
+        "--dedup", action="store_true", help="drop repeated (source, target) pairs"
+    )
+    parser.add_argument("--fallback", choices=FALLBACKS, default="gold")
+    parser.add_argument("--workers", type=int, default=1, metavar="N")
+    parser.add_argument("--output", required=True, metavar="FILE", help="selected targets")
+    parser.add_argument(
+        "--output-source", metavar="FILE", help="source lines matching --output (needs --source)"
+    )
+    parser.add_argument("--report", metavar="FILE", help="write the report as JSON")
+    return parser
+
+
+def _read_lines(path: str) -> list[str]:
+    """Lines of a UTF-8 text file (split on '\\n' only), with a line-numbered decode error."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except OSError as exc:
+        raise CliError(f"cannot read {path}: {exc.strerror or exc}") from None
+    raw_lines = data.split(b"\n")
+    if raw_lines and raw_lines[-1] == b"":
+        raw_lines.pop()
+    lines = []
+    for lineno, raw in enumerate(raw_lines, start=1):
+        if raw.endswith(b"\r"):
+            raw = raw[:-1]
+        try:
+            lines.append(raw.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise CliError(
+                f"{path}:{lineno}: invalid UTF-8 byte 0x{raw[exc.start]:02x} "
+                f"at column {exc.start + 1}"
+            ) from None
+    return lines
+
+
+def _atomic_write_all(files: dict[str, str]) -> None:
+    """Write every file to a temp file first, then move them all into place."""
+    temps: list[tuple[str, str]] = []
+    try:
+        for path, text in files.items():
+            directory = os.path.dirname(os.path.abspath(path))
+            fd, tmp = tempfile.mkstemp(
+                dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp"
+            )
+            temps.append((tmp, path))
+            with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
+                handle.write(text)
+                handle.flush()
+                os.fsync(handle.fileno())
+        for tmp, path in temps:
+            os.replace(tmp, path)
+    except BaseException:
+        for tmp, _ in temps:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        raise
+
+
+def _resolve_size(
+    args: argparse.Namespace,
+    nbest: dict[int, list[Hypothesis]],
+    nbest_path: str,
+    sources: list[str] | None,
+    references: list[str] | None,
+) -> int:
+    counted = [
+        (path, len(lines))
+        for path, lines in ((args.source, sources), (args.reference, references))
+        if lines is not None
+    ]
+    if len(counted) == 2 and counted[0][1] != counted[1][1]:
+        (p1, n1), (p2, n2) = counted
+        raise CliError(f"line counts differ: {p1} has {n1} lines, {p2} has {n2}")
+    nbest_size = max(nbest) + 1 if nbest else 0
+    if args.size is not None:
+        if args.size < 0:
+            raise CliError(f"--size must be >= 0, got {args.size}")
+        for path, count in counted:
+            if count != args.size:
+                raise CliError(f"{path} has {count} lines but --size is {args.size}")
+        size = args.size
+    elif counted:
+        size = counted[0][1]
+    else:
+        size = nbest_size
+    if nbest_size > size:
+        against = " and ".join(f"{path} has {count} lines" for path, count in counted)
+        if not against:
+            against = f"--size is {size}"
+        raise CliError(
+            f"{nbest_path} has hypotheses for sentence index {nbest_size - 1} "
+            f"({len(nbest)} sentences, size {nbest_size}) but {against}"
+        )
+    try:
+        check_indices(nbest, size, nbest_path, allow_missing=True)
+    except NbestFormatError as exc:
+        raise CliError(str(exc)) from None
+    return size
+
+
+def _run(argv: Sequence[str] | None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.workers < 1:
+        raise CliError(f"--workers must be >= 1, got {args.workers}")
+    if args.output_source and not args.source:
+        raise CliError("--output-source needs --source")
+    if args.strategy == "seq-inter" and not args.reference:
+        raise CliError("--strategy seq-inter needs --reference")
+    if args.fallback == "gold" and not args.reference:
+        raise CliError("--fallback gold needs --reference (or use --fallback drop)")
+    if args.max_len_ratio is not None and not args.source:
+        raise CliError("--max-len-ratio needs --source")
+
+    nbest_path = args.nbest if args.nbest is not None else args.generate_log
+    try:
+        nbest = read_nbest(nbest_path) if args.nbest is not None else read_generate_log(
+            nbest_path
+        )
+    except OSError as exc:
+        raise CliError(f"cannot read {nbest_path}: {exc.strerror or exc}") from None
+    sources = _read_lines(args.source) if args.source else None
+    references = _read_lines(args.reference) if args.reference else None
+    size = _resolve_size(args, nbest, nbest_path, sources, references)
+
+    start = time.perf_counter()
+    selection = select_targets(
+        nbest,
+        size=size,
+        sources=sources,
+        references=references,
+        strategy=args.strategy,
+        sim=args.sim,
+        remove_bpe_scheme=args.remove_bpe,
+        max_len_ratio=args.max_len_ratio,
+        dedup=args.dedup,
+        fallback=args.fallback,
+        workers=args.workers,
+    )
+    elapsed = time.perf_counter() - start
+
+    kept = selection.kept_indices
+    outputs = {args.output: "".join(f"{selection.targets[i]}\n" for i in kept)}
+    if args.output_source:
+        assert sources is not None
+        outputs[args.output_source] = "".join(f"{sources[i]}\n" for i in kept)
+    report = {
+        "strategy": args.strategy,
+        "sim": args.sim,
+        "fallback": args.fallback,
+        **selection.report,
+        "seconds": round(elapsed, 3),
+    }
+    if args.report:
+        outputs[args.report] = json.dumps(report, indent=2, sort_keys=False) + "\n"
+    for path in outputs:
+        if os.path.isdir(path):
+            raise CliError(f"output path {path} is a directory")
+    try:
+        _atomic_write_all(outputs)
+    except OSError as exc:
+        raise CliError(f"cannot write outputs: {exc}") from None
+
+    print(json.dumps(report, indent=2))
+    hyps = selection.report["hypotheses"]
+    rate = hyps / elapsed if elapsed > 0 else float("inf")
+    print(
+        f"{PROG}: {hyps} hypotheses for {size} sentences in {elapsed:.2f}s "
+        f"({rate:,.0f} hypotheses/s, {args.workers} worker(s)); "
+        f"kept {len(kept)} -> {args.output}"
+    )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``seqkd-select``; returns the exit status."""
+    try:
+        return _run(argv)
+    except SystemExit as exc:  # --help / --version
+        if exc.code is None or isinstance(exc.code, int):
+            return exc.code or 0
+        return 1
+    except (CliError, NbestFormatError, ValueError) as exc:
+        message = " ".join(str(exc).split())
+        print(f"{PROG}: error: {message}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Sequence-level knowledge distillation data modules (n-best files, target selection)."""

@@ -1,0 +1,422 @@
+"""Tests of target selection (fairseq_seqkd.distill.select) and the seqkd-select CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+from pathlib import Path
+
+import pytest
+import sacrebleu
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from fairseq_seqkd.cli.select import main
+from fairseq_seqkd.distill import select as select_module
+from fairseq_seqkd.distill.nbest import Hypothesis, write_nbest
+from fairseq_seqkd.distill.select import (
+    SentenceScorer,
+    plain_similarity,
+    remove_bpe,
+    select_targets,
+)
+
+H = Hypothesis
+
+
+# ----------------------------------------------------------------- remove_bpe
+
+
+def test_remove_bpe():
+    assert remove_bpe("▁Hel lo ▁wor ld ▁!", "sentencepiece") == "Hello world !"
+    assert remove_bpe("▁", "sentencepiece") == ""
+    assert remove_bpe("Hel@@ lo wor@@ ld@@", "subword_nmt") == "Hello world"
+    assert remove_bpe("Hel@@ lo wor@@ ld", "@@ ") == "Hello world"
+    assert remove_bpe("un## believ## able", "## ") == "unbelievable"
+    assert remove_bpe("a@@ b ▁c", None) == "a@@ b ▁c"
+    assert remove_bpe("a@@ b", "none") == "a@@ b"
+    with pytest.raises(ValueError):
+        remove_bpe("a", "")
+
+
+# ------------------------------------------------------- hand-computed BLEU
+
+
+def _bleu(hyp: str, ref: str) -> float:
+    scorer = SentenceScorer("bleu")
+    return scorer.score(hyp, scorer.prepare(ref))
+
+
+def test_bleu_hand_computed_full_order():
+    # ref: the cat sat on the mat / hyp: the cat sat on a mat (both 6 words, BP = 1)
+    # 1-grams: the cat sat on mat match (the: min(1, 2)) -> 5/6
+    # 2-grams: the cat, cat sat, sat on | on a, a mat -> 3/5
+    # 3-grams: the cat sat, cat sat on | sat on a, on a mat -> 2/4
+    # 4-grams: the cat sat on | cat sat on a, sat on a mat -> 1/3
+    expected = 100 * math.exp((math.log(5 / 6) + math.log(3 / 5) + math.log(2 / 4)
+                               + math.log(1 / 3)) / 4)
+    got = _bleu("the cat sat on a mat", "the cat sat on the mat")
+    assert got == pytest.approx(expected, rel=1e-12)
+    assert got == pytest.approx(53.7284965911771, rel=1e-12)
+    assert got == sacrebleu.sentence_bleu("the cat sat on a mat", ["the cat sat on the mat"]).score
+
+
+def test_bleu_hand_computed_exp_smoothing_and_brevity_penalty():
+    # hyp (5 words): the dog sat on mat / ref (6 words): the cat sat on the mat
+    # 1-grams 4/5, 2-grams 1/4 (sat on), 3-grams 0/3, 4-grams 0/2
+    # exp smoothing: each zero precision gets 1 / (2^k * total): 1/(2*3), 1/(4*2)
+    # BP = exp(1 - 6/5)
+    precisions = [4 / 5, 1 / 4, 1 / (2 * 3), 1 / (4 * 2)]
+    expected = 100 * math.exp(1 - 6 / 5) * math.exp(sum(map(math.log, precisions)) / 4)
+    got = _bleu("the dog sat on mat", "the cat sat on the mat")
+    assert got == pytest.approx(expected, rel=1e-12)
+    assert got == sacrebleu.sentence_bleu("the dog sat on mat", ["the cat sat on the mat"]).score
+
+
+def test_bleu_hand_computed_effective_order_and_tokenization():
+    # "the cat." is tokenized 13a-style to "the cat ." (3 tokens) vs ref of 4 tokens:
+    # 1-grams 3/3, 2-grams 2/2, 3-grams 1/1, no 4-grams -> effective order 3
+    expected = 100 * math.exp(1 - 4 / 3) * math.exp(0.0)
+    got = _bleu("the cat.", "the cat . today")
+    assert got == pytest.approx(expected, rel=1e-12)
+    # clipping: "the the the" vs "the cat": 1-gram matches min(3, 1) = 1 -> 1/3,
+    # 2-grams 0/2 -> 1/(2*2), 3-grams 0/1 -> 1/(4*1); BP = 1 (3 >= 2); effective order 3
+    expected = 100 * math.exp((math.log(1 / 3) + math.log(1 / 4) + math.log(1 / 4)) / 3)
+    assert _bleu("the the the", "the cat") == pytest.approx(expected, rel=1e-12)
+    assert _bleu("", "the cat") == 0.0
+    assert _bleu("dog", "the cat") == 0.0
+
+
+def test_seq_inter_picks_hand_computed_best_with_tie_to_better_rank():
+    nbest = {
+        0: [
+            H("the dog sat on mat", -0.1),  # BLEU 20.8 (see above)
+            H("the c@@ at sat on a mat", -0.2),  # -> "the cat sat on a mat": 53.73
+            H("the cat sat on a m@@ at", -0.3),  # same text, same score: tie -> rank 1
+            H("a mat", -0.4),
+        ]
+    }
+    sel = select_targets(
+        nbest,
+        size=1,
+        sources=["die Katze saß auf der Matte"],
+        references=["the cat sat on the m@@ at"],
+        strategy="seq-inter",
+        remove_bpe_scheme="subword_nmt",
+    )
+    assert sel.targets == ["the c@@ at sat on a mat"]
+    assert sel.report["selected_rank_1"] == 1
+    assert sel.report["mean_similarity"] == pytest.approx(53.7284965911771, rel=1e-12)
+    kd = select_targets(
+        nbest, size=1, sources=None, references=["the cat sat on the m@@ at"],
+        strategy="seq-kd", remove_bpe_scheme="subword_nmt",
+    )
+    assert kd.targets == ["the dog sat on mat"]
+    assert kd.report["selected_rank_0"] == 1
+
+    # TER: lower is better
+    ter = select_targets(
+        {0: [H("x y z", -1.0), H("the cat sat", -2.0)]}, size=1, sources=None,
+        references=["the cat sat"], strategy="seq-inter", sim="ter",
+    )
+    assert ter.targets == ["the cat sat"]
+    assert ter.report["mean_similarity"] == 0.0
+
+
+# ------------------------------------------------ exactness vs plain sacrebleu
+
+_WORDS = ["the", "cat", "sat", "on", "mat", "a", "dog", ".", ",", "don't", "3.5", "1,000",
+          "x-y", "(", ")", "&amp;", "&quot;", "<skipped>", "Straße", "über", "-", "5-4", "'s",
+          "e.g.", "...", "“quoted”", "€10", "--", "a.b,c", "中文", "$", "@"]
+
+_sentences = st.one_of(
+    st.lists(
+        st.sampled_from([*list("ab .,-'0123\"&;()<>@#$\t\n\xa0\u3000ü€"), "&amp;", "-\n"]),
+        max_size=40,
+    ).map("".join),
+    st.lists(st.sampled_from(_WORDS), max_size=25).map(" ".join),
+    st.tuples(
+        st.lists(st.sampled_from(_WORDS), max_size=20),
+        st.sampled_from([" ", "  ", " \t", "\n", ""]),
+    ).map(lambda t: t[1].join(t[0])),
+    st.text(max_size=30),
+)
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(hyp=_sentences, ref=_sentences)
+def test_fast_bleu_identical_to_sentence_bleu(hyp, ref):
+    assert _bleu(hyp, ref) == sacrebleu.sentence_bleu(hyp, [ref]).score
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=_sentences)
+def test_wordwise_13a_tokenization_is_exact(text):
+    scorer = SentenceScorer("bleu")
+    assert scorer._bleu_words(text) == scorer._tokenize(text.rstrip()).split()
+
+
+@settings(max_examples=150, deadline=None)
+@given(hyp=_sentences, ref=_sentences)
+def test_chrf_and_ter_identical_to_plain(hyp, ref):
+    for sim, func in (("chrf", sacrebleu.sentence_chrf), ("ter", sacrebleu.sentence_ter)):
+        scorer = SentenceScorer(sim)
+        assert scorer.score(hyp, scorer.prepare(ref)) == func(hyp, [ref]).score
+
+
+def _random_nbest(seed: int, size: int, max_k: int):
+    rng = random.Random(seed)
+    vocab = [w + suffix for w in _WORDS for suffix in ("", "@@")]
+    references, nbest = [], {}
+    for i in range(size):
+        ref = [rng.choice(vocab) for _ in range(rng.randint(1, 15))]
+        references.append(" ".join(ref))
+        hyps = []
+        for _ in range(rng.randint(1, max_k)):
+            words = list(ref)
+            for _ in range(rng.randint(0, 4)):
+                op = rng.random()
+                pos = rng.randrange(len(words) + 1)
+                if op < 0.4:
+                    words.insert(pos, rng.choice(vocab))
+                elif words and op < 0.8:
+                    words[min(pos, len(words) - 1)] = rng.choice(vocab)
+                elif words:
+                    del words[min(pos, len(words) - 1)]
+            hyps.append(" ".join(words))
+        if rng.random() < 0.2:
+            hyps.append(hyps[0])  # exact duplicates -> ties
+        nbest[i] = [H(t, -0.1 * r) for r, t in enumerate(hyps)]
+    return nbest, references
+
+
+def _plain_choice(nbest, references, sim, scheme):
+    targets, sims = [], []
+    lower = sim == "ter"
+    for i, hyps in nbest.items():
+        ref = remove_bpe(references[i], scheme)
+        best_rank, best = None, None
+        for rank, hyp in enumerate(hyps):
+            value = plain_similarity(remove_bpe(hyp.tokens, scheme), ref, sim)
+            if best is None or (value < best if lower else value > best):
+                best_rank, best = rank, value
+        tokens = hyps[best_rank].tokens
+        targets.append(tokens if tokens.strip() else None)
+        sims.append(best)
+    return targets, sum(sims) / len(sims)
+
+
+@pytest.mark.parametrize(
+    "sim,size", [("bleu", 150), ("chrf", 60), ("ter", 30)]
+)
+@pytest.mark.parametrize("workers", [1, 2])
+def test_identical_choices_to_plain_loop(sim, size, workers, monkeypatch):
+    monkeypatch.setattr(select_module, "CHUNK_SENTENCES", 16)  # several tasks per worker
+    nbest, references = _random_nbest(seed=size, size=size, max_k=8)
+    expected, expected_mean = _plain_choice(nbest, references, sim, "subword_nmt")
+    sel = select_targets(
+        nbest, size=size, sources=None, references=references, strategy="seq-inter",
+        sim=sim, remove_bpe_scheme="subword_nmt", fallback="drop", workers=workers,
+    )
+    assert sel.targets == expected
+    assert sel.report["mean_similarity"] == expected_mean
+    assert sel.report["hypotheses"] == sum(len(h) for h in nbest.values())
+
+
+def test_workers_deterministic_over_many_chunks():
+    nbest, references = _random_nbest(seed=7, size=700, max_k=4)  # > 2 chunks of 256
+    kwargs = dict(size=700, sources=None, references=references, strategy="seq-inter",
+                  fallback="drop")
+    one = select_targets(nbest, workers=1, **kwargs)
+    two = select_targets(nbest, workers=2, **kwargs)
+    assert one == two
+
+
+# ------------------------------------------------------- filters and fallback
+
+
+def _filter_case():
+    sources = ["a b c", "d e", "f g", "a b c", "h i", "j k l"]
+    references = ["R0", "R1", "R2", "R3", "R4", "R5"]
+    nbest = {
+        0: [H("x y z", -1.0)],
+        1: [H("", -1.0), H("not chosen by seq-kd", -2.0)],
+        2: [H("one two three four five six seven", -1.0)],  # 7 vs 2 tokens
+        3: [H("x y z", -1.0)],  # same (source, target) as sentence 0
+        # 4 missing
+        5: [H("p q r s", -1.0), H("p q", -2.0)],
+    }
+    return nbest, sources, references
+
+
+def test_filters_with_gold_fallback():
+    nbest, sources, references = _filter_case()
+    sel = select_targets(
+        nbest, size=6, sources=sources, references=references, strategy="seq-kd",
+        max_len_ratio=3.0, dedup=True, fallback="gold",
+    )
+    assert sel.targets == ["x y z", "R1", "R2", "R3", "R4", "p q r s"]
+    assert sel.kept_indices == [0, 1, 2, 3, 4, 5]
+    r = sel.report
+    assert (r["empty"], r["length_ratio"], r["duplicate"], r["missing"]) == (1, 1, 1, 1)
+    assert (r["fallback_gold"], r["dropped"], r["selected"], r["kept"]) == (4, 0, 2, 6)
+    assert r["selected_rank_0"] == 2 and r["mean_selected_rank"] == 0.0
+    assert r["sentences"] == 6 and r["hypotheses"] == 7
+
+
+def test_filters_with_drop_fallback():
+    nbest, sources, _references = _filter_case()
+    sel = select_targets(
+        nbest, size=6, sources=sources, references=None, strategy="seq-kd",
+        max_len_ratio=3.0, dedup=True, fallback="drop",
+    )
+    assert sel.targets == ["x y z", None, None, None, None, "p q r s"]
+    assert sel.kept_indices == [0, 5]
+    r = sel.report
+    assert (r["empty"], r["length_ratio"], r["duplicate"], r["missing"]) == (1, 1, 1, 1)
+    assert (r["fallback_gold"], r["dropped"], r["selected"]) == (0, 4, 2)
+    assert r["similarity_sentences"] == 0
+    # without the filters only the empty and the missing sentences go
+    plain = select_targets(nbest, size=6, sources=sources, references=None,
+                           strategy="seq-kd", fallback="drop")
+    assert plain.kept_indices == [0, 2, 3, 5]
+
+
+def test_length_ratio_both_directions():
+    nbest = {0: [H("a", -1.0)], 1: [H("a b c d", -1.0)], 2: [H("a b", -1.0)]}
+    sel = select_targets(nbest, size=3, sources=["a b c d", "a", "a b c d"], references=None,
+                         strategy="seq-kd", max_len_ratio=2.0, fallback="drop")
+    assert sel.kept_indices == [2]
+    assert sel.report["length_ratio"] == 2
+
+
+def test_argument_errors():
+    nbest = {0: [H("a", -1.0)]}
+    base = dict(size=1, sources=None, references=["a"])
+    with pytest.raises(ValueError, match=r"--strategy.*seq-kd, seq-inter"):
+        select_targets(nbest, strategy="word-kd", **base)
+    with pytest.raises(ValueError, match=r"--sim.*bleu, chrf, ter"):
+        select_targets(nbest, strategy="seq-inter", sim="meteor", **base)
+    with pytest.raises(ValueError, match="seq-inter needs references"):
+        select_targets(nbest, size=1, sources=None, references=None, strategy="seq-inter",
+                       fallback="drop")
+    with pytest.raises(ValueError, match="references have 1 lines but size is 2"):
+        select_targets(nbest, size=2, sources=None, references=["a"], strategy="seq-kd")
+    with pytest.raises(ValueError, match="index 3 out of range"):
+        select_targets({3: [H("a", -1.0)]}, strategy="seq-kd", **base)
+    with pytest.raises(ValueError, match="--fallback gold needs references"):
+        select_targets(nbest, size=1, sources=None, references=None, strategy="seq-kd")
+
+
+# --------------------------------------------------------------------- CLI
+
+
+def _cli_files(tmp_path):
+    nbest = {
+        0: [H("the dog sat", -0.1), H("the c@@ at sat", -0.2)],
+        1: [H("", -0.5)],
+        2: [H("hello world", -0.3), H("hello there", -0.4)],
+    }
+    write_nbest(tmp_path / "train.nbest", nbest.items())
+    (tmp_path / "src.txt").write_text("die Katze saß\nleer\nhallo Welt\n", encoding="utf-8")
+    (tmp_path / "ref.txt").write_text("the cat sat\nempty\nhello world\n", encoding="utf-8")
+    return str(tmp_path / "train.nbest"), str(tmp_path / "src.txt"), str(tmp_path / "ref.txt")
+
+
+def test_cli_end_to_end(tmp_path, capsys):
+    nbest, src, ref = _cli_files(tmp_path)
+    out, out_src, report = (str(tmp_path / n) for n in ("kd.en", "kd.de", "report.json"))
+    code = main([
+        "--nbest", nbest, "--source", src, "--reference", ref, "--strategy", "seq-inter",
+        "--sim", "bleu", "--remove-bpe", "subword_nmt", "--fallback", "drop",
+        "--workers", "2", "--output", out, "--output-source", out_src, "--report", report,
+    ])
+    assert code == 0
+    assert Path(out).read_text(encoding="utf-8") == "the c@@ at sat\nhello world\n"
+    assert Path(out_src).read_text(encoding="utf-8") == "die Katze saß\nhallo Welt\n"
+    data = json.loads(Path(report).read_text(encoding="utf-8"))
+    assert data["strategy"] == "seq-inter" and data["kept"] == 2 and data["empty"] == 1
+    assert data["hypotheses"] == 5 and data["selected_rank_1"] == 1
+    assert data["mean_similarity"] == pytest.approx(200.0 / 3)  # 100, 0 (empty), 100
+    printed = capsys.readouterr().out
+    assert "hypotheses/s" in printed and '"kept": 2' in printed
+    assert not [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]
+
+
+def test_cli_generate_log_and_gold(tmp_path):
+    log = tmp_path / "gen.log"
+    log.write_text(
+        "2024-01-01 12:00:00 | INFO | fairseq_cli.generate | loading\n"
+        "S-1\tb\nH-1\t-0.2\tsecond\nD-1\t-0.2\tsecond\nS-0\ta\nH-0\t-0.1\tfirst\n"
+        "Generate test with beam=5: BLEU4 = 1.0\n", encoding="utf-8")
+    ref = tmp_path / "ref.txt"
+    ref.write_text("gold0\ngold1\ngold2\n", encoding="utf-8")
+    out = tmp_path / "out.txt"
+    assert main(["--generate-log", str(log), "--reference", str(ref), "--strategy", "seq-kd",
+                 "--output", str(out)]) == 0
+    assert out.read_text(encoding="utf-8") == "first\nsecond\ngold2\n"
+
+
+def _assert_error(capsys, *fragments):
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("seqkd-select: error: ")
+    assert "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_cli_unknown_sim(tmp_path, capsys):
+    nbest, _src, ref = _cli_files(tmp_path)
+    out = tmp_path / "out.txt"
+    code = main(["--nbest", nbest, "--reference", ref, "--strategy", "seq-inter",
+                 "--sim", "meteor", "--output", str(out)])
+    assert code == 1
+    _assert_error(capsys, "--sim", "meteor", "bleu")
+    assert not out.exists()
+
+
+def test_cli_count_mismatch(tmp_path, capsys):
+    nbest, src, _ref = _cli_files(tmp_path)
+    short = tmp_path / "short_ref.txt"
+    short.write_text("the cat sat\nempty\n", encoding="utf-8")
+    out, rep = tmp_path / "out.txt", tmp_path / "r.json"
+    code = main(["--nbest", nbest, "--reference", str(short), "--output", str(out),
+                 "--report", str(rep)])
+    assert code == 1
+    _assert_error(capsys, nbest, str(short), "2 lines")
+    assert not out.exists() and not rep.exists()
+
+    code = main(["--nbest", nbest, "--source", src, "--reference", str(short),
+                 "--output", str(out)])
+    assert code == 1
+    _assert_error(capsys, src, "3 lines", str(short), "has 2")
+    assert not out.exists()
+
+
+def test_cli_bad_inputs(tmp_path, capsys):
+    nbest, _src, ref = _cli_files(tmp_path)
+    out = tmp_path / "out.txt"
+    bad = tmp_path / "bad.nbest"
+    bad.write_text("0\t0\t-1.0\tok\n1\tzero\t-1.0\tbad\n", encoding="utf-8")
+    assert main(["--nbest", str(bad), "--reference", ref, "--output", str(out)]) == 1
+    _assert_error(capsys, "bad.nbest:2:")
+    assert main(["--nbest", nbest, "--generate-log", nbest, "--reference", ref,
+                 "--output", str(out)]) == 1
+    _assert_error(capsys, "not allowed with")
+    assert main(["--nbest", str(tmp_path / "missing"), "--reference", ref,
+                 "--output", str(out)]) == 1
+    _assert_error(capsys, "missing")
+    assert main(["--nbest", nbest, "--strategy", "seq-inter", "--fallback", "drop",
+                 "--output", str(out)]) == 1
+    _assert_error(capsys, "--reference")
+    assert not out.exists()
+    # an existing output file is left untouched on error
+    out.write_text("keep\n", encoding="utf-8")
+    assert main(["--nbest", nbest, "--reference", ref, "--sim", "nope", "--output",
+                 str(out)]) == 1
+    capsys.readouterr()
+    assert out.read_text(encoding="utf-8") == "keep\n"
