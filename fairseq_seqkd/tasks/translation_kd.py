@@ -1,0 +1,94 @@
+"""Task ``translation_kd``: stock translation plus distilled targets and pruning.
+
+With neither ``--distilled-data`` nor ``--prune-ratio`` it behaves exactly like ``translation``.
+"""
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from fairseq.dataclass import ChoiceEnum
+from fairseq.tasks import register_task
+from fairseq.tasks.translation import TranslationConfig, TranslationTask
+
+from ..pruning import DEFAULT_PRUNE_PARAMS, SCHEMES
+
+PRUNE_SCHEDULES = ("one-shot", "gradual")
+
+
+@dataclass
+class TranslationKDConfig(TranslationConfig):
+    # --- sequence-level interpolation (distilled targets beside the gold ones)
+    distilled_data: Optional[str] = field(
+        default=None,
+        metadata={
+            "help": "data-bin directory (from seqkd-build) holding the teacher's targets for "
+            "the training split, aligned with the gold data by sentence index; they are "
+            "delivered in each batch as sample['distilled']"
+        },
+    )
+    # --- magnitude pruning during (re)training (See et al. 2016; Zhu & Gupta 2017)
+    prune_ratio: float = field(
+        default=0.0,
+        metadata={"help": "fraction of the prunable weights set to zero (0 = no pruning)"},
+    )
+    prune_scheme: ChoiceEnum(SCHEMES) = field(  # type: ignore[valid-type]
+        default="class-blind",
+        metadata={"help": "class-blind: one global magnitude threshold (the paper's default); "
+                  "class-uniform: the same fraction in each weight matrix; class-distribution: "
+                  "per matrix, threshold = lambda x its standard deviation"},
+    )
+    prune_params: str = field(
+        default=DEFAULT_PRUNE_PARAMS,
+        metadata={"help": "regex choosing the prunable parameters by name (never biases or "
+                  "layer norms); default: every weight matrix incl. embeddings and output"},
+    )
+    prune_at_update: int = field(
+        default=0,
+        metadata={"help": "update at which pruning starts; 0 = before the first update (for "
+                  "retraining a checkpoint given with --restore-file/--finetune-from-model)"},
+    )
+    prune_schedule: ChoiceEnum(PRUNE_SCHEDULES) = field(  # type: ignore[valid-type]
+        default="one-shot",
+        metadata={"help": "one-shot: prune to --prune-ratio at --prune-at-update; gradual: raise "
+                  "sparsity along Zhu & Gupta's cubic schedule until --prune-end-update"},
+    )
+    prune_end_update: int = field(
+        default=0,
+        metadata={"help": "with --prune-schedule gradual: update at which --prune-ratio is "
+                  "reached"},
+    )
+    prune_interval: int = field(
+        default=100,
+        metadata={"help": "with --prune-schedule gradual: updates between two mask updates"},
+    )
+
+
+@register_task("translation_kd", dataclass=TranslationKDConfig)
+class TranslationKDTask(TranslationTask):
+    cfg: TranslationKDConfig
+
+    def __init__(self, cfg: TranslationKDConfig, src_dict: Any, tgt_dict: Any):
+        super().__init__(cfg, src_dict, tgt_dict)
+        from ..pruning_hook import PruningHook
+
+        self.pruning = PruningHook.from_config(cfg) if cfg.prune_ratio > 0 else None
+
+    def load_dataset(self, split: str, epoch: int = 1, combine: bool = False, **kwargs: Any):
+        super().load_dataset(split, epoch=epoch, combine=combine, **kwargs)
+        if self.cfg.distilled_data and split == self.cfg.train_subset:
+            from ..distill.dataset import attach_distilled_targets
+
+            self.datasets[split] = attach_distilled_targets(
+                self.datasets[split], self.cfg, split, self.src_dict, self.tgt_dict
+            )
+
+    def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
+        if self.pruning is not None:
+            self.pruning.before_train_step(model, update_num)
+        return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
+
+    def optimizer_step(self, optimizer, model, update_num):
+        super().optimizer_step(optimizer, model, update_num)
+        if self.pruning is not None:
+            # pruned weights stay exactly zero under Adam's momentum
+            self.pruning.after_optimizer_step(model, update_num)
