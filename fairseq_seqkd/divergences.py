@@ -64,10 +64,11 @@ def divergence_full(student_log_probs: Tensor, teacher_log_probs: Tensor, name: 
     lq = _wide(student_log_probs)
     lp = _wide(teacher_log_probs)
     if name == "kl":
-        # sum p (log p - log q) as two dot products: no vocabulary-sized temporaries besides
-        # p, which keeps the full-vocabulary step close to its floor (log-probs are finite)
+        # sum p log p - sum p log q: the teacher's part needs no graph and the student's is a
+        # dot product, so no vocabulary-sized tensor is saved for backward besides p
+        # (the student's log-probs are finite; the teacher's may be -inf where p is 0)
         p = lp.exp()
-        return _rowdot(p, lp) - _rowdot(p, lq)
+        return torch.special.xlogy(p, p).sum(-1) - _rowdot(p, lq)
     if name == "reverse_kl":
         return _xlogx_ratio(lq, lp).sum(-1)
     if name == "js":
