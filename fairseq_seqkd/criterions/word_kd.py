@@ -21,6 +21,7 @@ from fairseq.dataclass import ChoiceEnum
 from fairseq.logging import metrics
 from torch import Tensor
 
+from ..distributed import all_gather_1d
 from ..divergences import (
     DIVERGENCES,
     divergence_full,
@@ -29,6 +30,13 @@ from ..divergences import (
     truncate_topk,
 )
 from ..errors import SeqKDError
+from ..selection import (
+    SELECTIONS,
+    CrossEntropyQueue,
+    batch_selection,
+    check_rate,
+    global_selection,
+)
 from ..teacher import FrozenTeacher
 
 
@@ -67,6 +75,21 @@ class WordKDConfig(LabelSmoothedCrossEntropyCriterionConfig):
         metadata={"help": "kl (forward KL, the paper), reverse_kl, js (Jensen-Shannon) or "
                   "tvd (total variation), after Wen et al. 2023"},
     )
+    kd_selection: ChoiceEnum(SELECTIONS) = field(  # type: ignore[valid-type]
+        default="none",
+        metadata={"help": "selective distillation (Wang et al. 2021): apply the KD term only to "
+                  "the tokens with the highest student cross-entropy, chosen in the batch or "
+                  "against a global queue shared by all ranks (training only)"},
+    )
+    kd_selection_rate: float = field(
+        default=0.5,
+        metadata={"help": "fraction of target tokens that get the KD term with --kd-selection"},
+    )
+    kd_selection_queue_size: int = field(
+        default=30000,
+        metadata={"help": "length of the FIFO of recent token cross-entropies for "
+                  "--kd-selection global"},
+    )
 
 
 def check_kd_options(alpha: float, temperature: float, topk: int, vocab_size: int) -> None:
@@ -94,6 +117,9 @@ class WordKDCriterion(LabelSmoothedCrossEntropyCriterion):
         kd_temperature: float = 1.0,
         kd_topk: int = 0,
         kd_divergence: str = "kl",
+        kd_selection: str = "none",
+        kd_selection_rate: float = 0.5,
+        kd_selection_queue_size: int = 30000,
         ignore_prefix_size: int = 0,
         report_accuracy: bool = False,
     ):
@@ -103,6 +129,20 @@ class WordKDCriterion(LabelSmoothedCrossEntropyCriterion):
             raise SeqKDError(
                 f"--kd-divergence must be one of {', '.join(DIVERGENCES)}, got {kd_divergence!r}"
             )
+        if str(kd_selection) not in SELECTIONS:
+            raise SeqKDError(
+                f"--kd-selection must be one of {', '.join(SELECTIONS)}, got {kd_selection!r}"
+            )
+        try:
+            check_rate(kd_selection_rate)
+            self.queue = (
+                CrossEntropyQueue(kd_selection_queue_size)
+                if str(kd_selection) == "global" else None
+            )
+        except ValueError as exc:
+            raise SeqKDError(str(exc)) from exc
+        self.selection = str(kd_selection)
+        self.selection_rate = kd_selection_rate
         self.alpha = kd_alpha
         self.temperature = kd_temperature
         self.topk = kd_topk
@@ -124,9 +164,8 @@ class WordKDCriterion(LabelSmoothedCrossEntropyCriterion):
             loss, kd_loss = gold_loss, torch.zeros_like(gold_loss)
         else:
             student_lprobs = self.student_log_probs(lprobs, net_output)
-            kd = self.token_kd(student_lprobs, teacher_lprobs).masked_fill(
-                target.eq(self.padding_idx), 0.0
-            )
+            keep = self.kd_tokens(lprobs, target, training=model.training)
+            kd = self.token_kd(student_lprobs, teacher_lprobs).masked_fill(~keep, 0.0)
             kd_loss = (self.temperature**2) * (kd.sum() if reduce else kd)
             if not reduce:
                 gold_loss = gold_loss.view(-1)
@@ -169,6 +208,19 @@ class WordKDCriterion(LabelSmoothedCrossEntropyCriterion):
         if self.ignore_prefix_size > 0:
             logits = logits[:, self.ignore_prefix_size :, :]
         return tempered_log_probs(logits.reshape(-1, logits.size(-1)), self.temperature)
+
+    def kd_tokens(self, lprobs: Tensor, target: Tensor, training: bool) -> Tensor:
+        """Tokens that get the KD term: all non-padding ones, or the selected ones."""
+        valid = target.ne(self.padding_idx)
+        if self.selection == "none" or not training:
+            return valid
+        with torch.no_grad():
+            ce = -lprobs.detach().gather(-1, target.unsqueeze(-1)).squeeze(-1)
+            if self.selection == "batch":
+                return batch_selection(ce, valid, self.selection_rate)
+            assert self.queue is not None
+            self.queue.push(all_gather_1d(ce[valid].float()))
+            return global_selection(ce, valid, self.queue.threshold(self.selection_rate))
 
     def token_kd(self, student_lprobs: Tensor, teacher: Tensor | tuple) -> Tensor:
         if isinstance(teacher, tuple):

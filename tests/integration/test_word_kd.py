@@ -188,7 +188,33 @@ def epoch_losses(log: str, split: str = "train") -> list[dict[str, float]]:
     return rows
 
 
-@pytest.mark.parametrize("extra", [(), ("--kd-topk", "8", "--kd-divergence", "js")])
+def test_selective_distillation_restricts_the_kd_term(toy_bin, teacher_ckpt):
+    task, model, sample = setup(toy_bin)
+    model.train()
+    full = word_kd(task, teacher_ckpt, kd_alpha=1.0)
+    everything = word_kd(task, teacher_ckpt, kd_alpha=1.0, kd_selection="batch",
+                         kd_selection_rate=1.0)
+    half = word_kd(task, teacher_ckpt, kd_alpha=1.0, kd_selection="global",
+                   kd_selection_rate=0.5)
+    torch.manual_seed(0)
+    kd_full = full(model, sample)[2]["kd_loss"]
+    torch.manual_seed(0)
+    assert torch.equal(everything(model, sample)[2]["kd_loss"], kd_full)
+    torch.manual_seed(0)
+    kd_half = half(model, sample)[2]["kd_loss"]
+    assert 0 < kd_half < kd_full
+    assert half.queue.values.numel() == int(sample["target"].ne(1).sum())
+    model.eval()  # validation scores every token and leaves the queue alone
+    assert torch.equal(half(model, sample)[2]["kd_loss"], full(model, sample)[2]["kd_loss"])
+    with pytest.raises(SeqKDError, match="--kd-selection-rate"):
+        word_kd(task, teacher_ckpt, kd_selection="batch", kd_selection_rate=0.0)
+
+
+@pytest.mark.parametrize("extra", [
+    (),
+    ("--kd-topk", "8", "--kd-divergence", "js", "--kd-selection", "global",
+     "--kd-selection-queue-size", "500"),
+])
 def test_cli_student_trains_saves_no_teacher_and_generates(toy_bin, teacher_ckpt, tmp_path,
                                                            extra):
     save = tmp_path / "student"
