@@ -22,8 +22,9 @@ class TranslationKDConfig(TranslationConfig):
         default=None,
         metadata={
             "help": "data-bin directory (from seqkd-build) holding the teacher's targets for "
-            "the training split, aligned with the gold data by sentence index; they are "
-            "delivered in each batch as sample['distilled']"
+            "the training split, aligned with the gold data by sentence index (seqkd-build "
+            "--fallback gold; a --fallback drop build is refused); they are delivered in each "
+            "batch as sample['distilled']. Several joined by ':' follow the epoch shards of DATA"
         },
     )
     # --- magnitude pruning during (re)training (See et al. 2016; Zhu & Gupta 2017)
@@ -40,7 +41,8 @@ class TranslationKDConfig(TranslationConfig):
     prune_params: str = field(
         default=DEFAULT_PRUNE_PARAMS,
         metadata={"help": "regex choosing the prunable parameters by name (never biases or "
-                  "layer norms); default: every weight matrix incl. embeddings and output"},
+                  "layer norms); default: every weight matrix incl. embeddings and output "
+                  "projection; a tied tensor (--share-all-embeddings) is pruned once"},
     )
     prune_at_update: int = field(
         default=0,
@@ -71,7 +73,8 @@ class TranslationKDTask(TranslationTask):
         super().__init__(cfg, src_dict, tgt_dict)
         from ..pruning_hook import PruningHook
 
-        self.pruning = PruningHook.from_config(cfg) if cfg.prune_ratio > 0 else None
+        # validates every --prune-* option here, before any model or data is built
+        self.pruning = PruningHook.from_config(cfg)  # None when --prune-ratio is 0
 
     def load_dataset(self, split: str, epoch: int = 1, combine: bool = False, **kwargs: Any):
         super().load_dataset(split, epoch=epoch, combine=combine, **kwargs)
@@ -79,16 +82,23 @@ class TranslationKDTask(TranslationTask):
             from ..distill.dataset import attach_distilled_targets
 
             self.datasets[split] = attach_distilled_targets(
-                self.datasets[split], self.cfg, split, self.src_dict, self.tgt_dict
+                self.datasets[split], self.cfg, split, self.src_dict, self.tgt_dict,
+                epoch=epoch,
             )
+
+    def begin_epoch(self, epoch, model):
+        super().begin_epoch(epoch, model)
+        if self.pruning is not None:
+            # checks --prune-params against the model after --restore-file, before an update
+            self.pruning.attach(model)
 
     def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
         if self.pruning is not None:
-            self.pruning.before_train_step(model, update_num)
+            self.pruning.before_train_step(model, update_num, optimizer)
         return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
 
     def optimizer_step(self, optimizer, model, update_num):
         super().optimizer_step(optimizer, model, update_num)
         if self.pruning is not None:
             # pruned weights stay exactly zero under Adam's momentum
-            self.pruning.after_optimizer_step(model, update_num)
+            self.pruning.after_optimizer_step(model, update_num, optimizer)
