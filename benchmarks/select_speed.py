@@ -14,8 +14,15 @@ prints hypotheses/s and speed-ups side by side.
     python benchmarks/select_speed.py --nbest train.nbest --reference train.bpe.en \\
         --remove-bpe subword_nmt --sim chrf
 
-Each benchmark is a ``section_*`` function returning table rows, so other timing
-sections (e.g. seqkd-generate vs fairseq-generate) can be added next to it.
+Each benchmark is a ``section_*`` function returning table rows. ``--sections generate``
+times ``seqkd-generate`` against plain ``fairseq-generate`` (same data, same options, both
+end to end as console scripts, interleaved, best of ``--repeats``) and checks that both
+produce the same hypotheses; by default it trains a small teacher on the demo corpus first
+(< 1 min), or uses ``--data DATA_BIN --path CHECKPOINT``::
+
+    python benchmarks/select_speed.py --sections generate
+    python benchmarks/select_speed.py --sections generate --data data-bin --path teacher.pt \
+        --gen-subset train --beam 5 --gen-batch-size 128
 """
 
 from __future__ import annotations
@@ -24,7 +31,11 @@ import argparse
 import itertools
 import os
 import random
+import re
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -246,8 +257,154 @@ def section_select(args: argparse.Namespace) -> list[Row]:
     return rows
 
 
+# ------------------------------------------------------------ seqkd-generate vs fairseq-generate
+
+_PLUGIN = str(Path(__file__).resolve().parents[1] / "fairseq_seqkd")
+
+
+def _script(name: str) -> str:
+    path = Path(sys.executable).parent / name
+    if not path.exists():
+        raise SystemExit(f"{name} is not installed beside {sys.executable}")
+    return str(path)
+
+
+def _timed(command: list[str], env: dict[str, str], stdout: Path) -> tuple[float, str]:
+    """Run a console script; its wall time and stderr (the tool's own timing lines)."""
+    start = time.perf_counter()
+    with open(stdout, "w", encoding="utf-8") as out:
+        proc = subprocess.run(command, stdout=out, stderr=subprocess.PIPE, text=True, env=env)
+    seconds = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"{Path(command[0]).name} failed:\n{proc.stderr[-3000:]}")
+    return seconds, proc.stderr
+
+
+def _toy_teacher(workdir: Path, sentences: int, env: dict[str, str]) -> tuple[str, str]:
+    """The demo corpus, binarized, and a small teacher trained for a few hundred updates."""
+    from fairseq_seqkd.demo.corpus import CorpusSpec, write_corpus
+
+    raw, data = workdir / "raw", workdir / "bin"
+    ckpt = workdir / "teacher" / "checkpoint_last.pt"
+    write_corpus(raw, CorpusSpec(train=sentences, valid=200, test=200))
+    if not (data / "train.src-tgt.src.bin").exists():
+        subprocess.run(
+            [_script("fairseq-preprocess"), "--source-lang", "src", "--target-lang", "tgt",
+             "--trainpref", str(raw / "train"), "--validpref", str(raw / "valid"),
+             "--testpref", str(raw / "test"), "--destdir", str(data), "--joined-dictionary",
+             "--workers", "1"],
+            check=True, capture_output=True, env=env,
+        )
+    if not ckpt.exists():
+        start = time.perf_counter()
+        proc = subprocess.run(
+            [_script("fairseq-train"), str(data), "--user-dir", _PLUGIN, "--arch", "transformer",
+             "--share-all-embeddings", "--encoder-layers", "2", "--decoder-layers", "2",
+             "--encoder-embed-dim", "64", "--decoder-embed-dim", "64",
+             "--encoder-ffn-embed-dim", "128", "--decoder-ffn-embed-dim", "128",
+             "--encoder-attention-heads", "4", "--decoder-attention-heads", "4",
+             "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1",
+             "--optimizer", "adam", "--lr", "0.003", "--lr-scheduler", "inverse_sqrt",
+             "--warmup-updates", "50", "--max-tokens", "4000", "--max-update", "150",
+             "--dropout", "0.1", "--seed", "1", "--cpu", "--no-progress-bar",
+             "--log-interval", "50", "--num-workers", "0", "--disable-validation",
+             "--no-epoch-checkpoints", "--save-dir", str(ckpt.parent)],
+            capture_output=True, text=True, env=env,
+        )
+        if proc.returncode != 0:
+            raise SystemExit(f"fairseq-train failed:\n{proc.stderr[-3000:]}")
+        print(f"[generate] trained the toy teacher in {time.perf_counter() - start:.1f}s",
+              flush=True)
+    return str(data), str(ckpt)
+
+
+def _compare_hypotheses(ours_path: Path, log_path: Path) -> tuple[int, int, list[int]]:
+    """seqkd-generate's n-best vs fairseq-generate's H- lines.
+
+    Returns the sentences fairseq-generate printed, the sentences only seqkd-generate has, and
+    the indices whose n-best differs (tokens, or scores beyond 1e-4 after fairseq's base 2).
+    """
+    import math
+
+    from fairseq_seqkd.distill.nbest import read_generate_log
+
+    ours, theirs = read_nbest(ours_path), read_generate_log(log_path)
+    differ = []
+    for index, hyps in theirs.items():
+        mine = ours.get(index, [])
+        if [h.tokens for h in mine] != [h.tokens for h in hyps] or any(
+            abs(a.score - b.score * math.log(2)) > 1e-4 for a, b in zip(mine, hyps, strict=True)
+        ):
+            differ.append(index)
+    return len(theirs), len(set(ours) - set(theirs)), differ
+
+
+def section_generate(args: argparse.Namespace) -> list[Row]:
+    """Teacher decoding: plain fairseq-generate vs seqkd-generate, same data and options."""
+    import torch
+
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.setdefault("OMP_NUM_THREADS", "1")
+    workdir = Path(args.gen_workdir or tempfile.mkdtemp(prefix="seqkd-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        if args.data and args.path:
+            data, ckpt = args.data, args.path
+        else:
+            data, ckpt = _toy_teacher(workdir, args.gen_sentences, env)
+        common = [data, "--user-dir", _PLUGIN, "--path", ckpt, "--gen-subset", args.gen_subset,
+                  "--beam", str(args.beam), "--nbest", str(args.beam),
+                  "--batch-size", str(args.gen_batch_size), "--max-len-a", "1.2",
+                  "--max-len-b", "10"]
+        if not torch.cuda.is_available():
+            common.append("--cpu")
+        device = "cuda" if torch.cuda.is_available() else f"cpu, {env['OMP_NUM_THREADS']} thread(s)"
+        print(f"[generate] {data} --gen-subset {args.gen_subset}, beam {args.beam}, "
+              f"nbest {args.beam}, batch size {args.gen_batch_size}, {device}", flush=True)
+        variants = {
+            "fairseq-generate": [_script("fairseq-generate"), *common],
+            "seqkd-generate": [_script("seqkd-generate"), *common, "--no-progress-bar"],
+            f"seqkd-generate --chunk-size {args.gen_chunk_size}": [
+                _script("seqkd-generate"), *common, "--no-progress-bar",
+                "--chunk-size", str(args.gen_chunk_size)],
+        }
+        times: dict[str, list[float]] = {name: [] for name in variants}
+        for repeat in range(args.repeats):
+            for name, command in variants.items():  # interleaved: drifting load hits all
+                stdout = workdir / f"{re.sub(r'[^a-z0-9]+', '-', name)}.txt"
+                if name.startswith("seqkd"):
+                    command = [*command, "--output", str(workdir / "out.nbest")]
+                seconds, _ = _timed(command, env, stdout)
+                times[name].append(seconds)
+                print(f"[generate] {name} run {repeat + 1}: {seconds:.2f}s", flush=True)
+                if name == "fairseq-generate":
+                    fairseq_log = stdout
+                    continue
+                sentences, extra, differ = _compare_hypotheses(workdir / "out.nbest", fairseq_log)
+                if name == "seqkd-generate" and differ:  # one chunk: fairseq's very batches
+                    raise SystemExit(f"MISMATCH with fairseq-generate at sentence {differ[0]}")
+                if repeat == 0:
+                    print(f"[generate]   vs fairseq-generate: {sentences - len(differ)} of "
+                          f"{sentences} sentences with identical n-best lists (tokens, scores "
+                          f"to 1e-4), {extra} more that fairseq-generate dropped (fairseq#5036)",
+                          flush=True)
+        hyps = sum(len(h) for h in read_nbest(workdir / "out.nbest").values())
+        base = min(times["fairseq-generate"])
+        rows = [Row("generate", "fairseq-generate (end to end)", 1, sentences * args.beam, base)]
+        for name in list(variants)[1:]:
+            best = min(times[name])
+            rows.append(Row("generate", f"{name} (end to end)", 1, hyps, best, baseline=base))
+            print(f"[generate] {name} / fairseq-generate wall time: {best / base:.3f} "
+                  f"(target <= 1.05; best of {args.repeats})", flush=True)
+        return rows
+    finally:
+        if not args.gen_workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
 SECTIONS: dict[str, Callable[[argparse.Namespace], list[Row]]] = {
     "select": section_select,
+    "generate": section_generate,
 }
 
 
@@ -278,6 +435,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--nbest", help="read this n-best instead of building one")
     parser.add_argument("--reference", help="reference subword lines (with --nbest)")
     parser.add_argument("--remove-bpe", default=None, help="BPE scheme (with --nbest)")
+    gen = parser.add_argument_group("generate section")
+    gen.add_argument("--data", help="data-bin to decode (default: a toy corpus and teacher)")
+    gen.add_argument("--path", help="teacher checkpoint for --data")
+    gen.add_argument("--gen-subset", default="train")
+    gen.add_argument("--beam", type=int, default=5, help="beam size, also the n-best size")
+    gen.add_argument("--gen-batch-size", type=int, default=64)
+    gen.add_argument("--gen-chunk-size", type=int, default=500,
+                     help="chunk size of the second seqkd-generate row (resume granularity)")
+    gen.add_argument("--gen-sentences", type=int, default=2000, help="toy training sentences")
+    gen.add_argument("--repeats", type=int, default=3, help="runs per tool (best is reported)")
+    gen.add_argument("--gen-workdir", help="keep the toy teacher and outputs here (reused)")
     return parser
 
 
@@ -285,6 +453,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if bool(args.nbest) != bool(args.reference):
         raise SystemExit("--nbest and --reference go together")
+    if bool(args.data) != bool(args.path):
+        raise SystemExit("--data and --path go together")
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs", flush=True)
     rows: list[Row] = []
     for name in args.sections:
