@@ -21,6 +21,7 @@ from fairseq.dataclass import ChoiceEnum
 from fairseq.logging import metrics
 from torch import Tensor
 
+from ..distill.teacher_cache import read_meta
 from ..distributed import all_gather_1d
 from ..divergences import (
     DIVERGENCES,
@@ -148,9 +149,23 @@ class WordKDCriterion(LabelSmoothedCrossEntropyCriterion):
         self.topk = kd_topk
         self.divergence = str(kd_divergence)
         self.teacher: FrozenTeacher | None = None
-        if kd_alpha > 0:
+        cache_dir = getattr(getattr(task, "cfg", None), "teacher_cache", None)
+        self.cached = bool(cache_dir) and kd_alpha > 0
+        if self.cached:
+            if teacher_path:
+                raise SeqKDError("give --teacher-path or --teacher-cache, not both")
+            meta = read_meta(cache_dir, task.cfg.train_subset)
+            if kd_topk != meta.k:
+                raise SeqKDError(
+                    f"--kd-topk is {kd_topk}, but --teacher-cache {cache_dir} holds "
+                    f"the teacher's top {meta.k}; pass --kd-topk {meta.k}"
+                )
+        elif kd_alpha > 0:
             if not teacher_path:
-                raise SeqKDError("--criterion word_kd with --kd-alpha > 0 needs --teacher-path")
+                raise SeqKDError(
+                    "--criterion word_kd with --kd-alpha > 0 needs --teacher-path "
+                    "(or --task translation_kd --teacher-cache DIR)"
+                )
             self.teacher = FrozenTeacher.load(teacher_path, task, data_dir=teacher_data)
 
     def forward(self, model: Any, sample: dict[str, Any], reduce: bool = True):
@@ -191,6 +206,19 @@ class WordKDCriterion(LabelSmoothedCrossEntropyCriterion):
         Runs before the student's forward so that, with top-k, the teacher's full-vocabulary
         activations are freed before the student's peak.
         """
+        cached = sample.get("teacher_topk")
+        if cached is not None:
+            lprobs, ids = cached
+            if self.ignore_prefix_size > 0:
+                lprobs = lprobs[:, self.ignore_prefix_size :]
+                ids = ids[:, self.ignore_prefix_size :]
+            # softmax(z / T) restricted to the top k and renormalised, from the T = 1 log-probs
+            lprobs = torch.log_softmax(lprobs.float() / self.temperature, dim=-1)
+            return lprobs.reshape(-1, self.topk), ids.reshape(-1, self.topk)
+        if self.cached:
+            if model.training:
+                raise SeqKDError("--teacher-cache: a training batch without cached teacher entries")
+            return None  # a validation split without a cache: gold loss only
         if self.teacher is None:
             return None
         self.teacher.follow(model)

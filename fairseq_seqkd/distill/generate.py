@@ -67,7 +67,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -105,7 +105,6 @@ MANIFEST_VERSION = 1
 PARTS_SUFFIX = ".parts"
 SKIPPED_SUFFIX = ".skipped"
 _MANIFEST = "manifest.json"
-_CHUNK_RE = re.compile(r"chunk-([0-9]+)\.tsv")
 _NBEST_LINE_RE = re.compile(r"([0-9]+)\t([0-9]+)\t([^\t\n]*)\t[^\t\n]*\n?")
 
 
@@ -211,16 +210,18 @@ def check_output_path(output: str, option: str = "--output") -> None:
 class ChunkStore:
     """``OUTPUT.parts/``: the manifest and the committed chunks of one (shard's) run."""
 
-    def __init__(self, output: str):
+    def __init__(self, output: str, suffix: str = ".tsv"):
         self.output = output
         self.parts = output + PARTS_SUFFIX
+        self.suffix = suffix  # "" for chunks that are directories (see commit_files)
+        self._chunk_re = re.compile(r"chunk-([0-9]+)" + re.escape(suffix))
 
     @property
     def manifest_path(self) -> str:
         return os.path.join(self.parts, _MANIFEST)
 
     def chunk_path(self, chunk: int) -> str:
-        return os.path.join(self.parts, f"chunk-{chunk:06d}.tsv")
+        return os.path.join(self.parts, f"chunk-{chunk:06d}{self.suffix}")
 
     def read_manifest(self) -> dict[str, Any] | None:
         try:
@@ -275,15 +276,40 @@ class ChunkStore:
         self._compare(manifest.get("data", {}), data, "the data changed")
         done = set()
         for name in os.listdir(self.parts):
-            match = _CHUNK_RE.fullmatch(name)
+            match = self._chunk_re.fullmatch(name)
             if match:
                 done.add(int(match.group(1)))
             elif name.startswith(".") and name.endswith(".tmp"):  # left by a killed run
-                os.unlink(os.path.join(self.parts, name))
+                path = os.path.join(self.parts, name)
+                if os.path.isdir(path):
+                    shutil.rmtree(path)
+                else:
+                    os.unlink(path)
         return done
 
     def commit(self, chunk: int, text: str) -> None:
         _atomic_write(self.chunk_path(chunk), text)
+
+    def commit_files(self, chunk: int, write: Callable[[str], None]) -> None:
+        """A chunk made of several files: ``write(directory)`` fills a temporary directory,
+        which is renamed to :meth:`chunk_path` as a whole (so a chunk is all there or absent).
+        """
+        name = os.path.basename(self.chunk_path(chunk))
+        tmp = tempfile.mkdtemp(dir=self.parts, prefix=f".{name}.", suffix=".tmp")
+        try:
+            write(tmp)
+            for entry in os.listdir(tmp):
+                with open(os.path.join(tmp, entry), "rb") as handle:
+                    os.fsync(handle.fileno())
+            os.chmod(tmp, 0o777 & ~_umask())
+            os.rename(tmp, self.chunk_path(chunk))
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+    def discard(self) -> None:
+        """Remove the parts directory once its chunks are assembled elsewhere."""
+        shutil.rmtree(self.parts)
 
     def assemble(self, chunks: Sequence[int], skipped: Sequence[int]) -> int:
         """Concatenate the chunks into the output; the number of hypotheses (lines)."""

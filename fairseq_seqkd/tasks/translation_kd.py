@@ -3,6 +3,7 @@
 With neither ``--distilled-data`` nor ``--prune-ratio`` it behaves exactly like ``translation``.
 """
 
+import os
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -10,6 +11,7 @@ from fairseq.dataclass import ChoiceEnum
 from fairseq.tasks import register_task
 from fairseq.tasks.translation import TranslationConfig, TranslationTask
 
+from ..errors import SeqKDError
 from ..pruning import DEFAULT_PRUNE_PARAMS, SCHEMES
 
 PRUNE_SCHEDULES = ("one-shot", "gradual")
@@ -25,6 +27,17 @@ class TranslationKDConfig(TranslationConfig):
             "the training split, aligned with the gold data by sentence index (seqkd-build "
             "--fallback gold; a --fallback drop build is refused); they are delivered in each "
             "batch as sample['distilled']. Several joined by ':' follow the epoch shards of DATA"
+        },
+    )
+    # --- word-level KD from an offline teacher cache (seqkd-cache-teacher)
+    teacher_cache: Optional[str] = field(
+        default=None,
+        metadata={
+            "help": "directory written by seqkd-cache-teacher: the teacher's top-k per target "
+            "token, delivered in each batch as sample['teacher_topk'] for --criterion word_kd "
+            "(which then loads no teacher; --kd-topk must equal the cache's k). The training "
+            "split must have a cache; other splits use theirs when present. Checked against "
+            "the data at load time (size, dictionary, per-sentence target checksum)"
         },
     )
     # --- magnitude pruning during (re)training (See et al. 2016; Zhu & Gupta 2017)
@@ -75,6 +88,11 @@ class TranslationKDTask(TranslationTask):
 
         # validates every --prune-* option here, before any model or data is built
         self.pruning = PruningHook.from_config(cfg)  # None when --prune-ratio is 0
+        if cfg.teacher_cache and cfg.distilled_data:
+            raise SeqKDError(
+                "--teacher-cache cannot be combined with --distilled-data; to distil on the "
+                "teacher's targets, train on the distilled data-bin and build the cache on it"
+            )
 
     def load_dataset(self, split: str, epoch: int = 1, combine: bool = False, **kwargs: Any):
         super().load_dataset(split, epoch=epoch, combine=combine, **kwargs)
@@ -84,6 +102,20 @@ class TranslationKDTask(TranslationTask):
             self.datasets[split] = attach_distilled_targets(
                 self.datasets[split], self.cfg, split, self.src_dict, self.tgt_dict,
                 epoch=epoch,
+            )
+        if self.cfg.teacher_cache:
+            self._attach_teacher_cache(split)
+
+    def _attach_teacher_cache(self, split: str) -> None:
+        from ..distill.teacher_cache import attach_teacher_cache, meta_path, read_meta
+
+        directory = self.cfg.teacher_cache
+        if not os.path.isdir(directory):
+            raise SeqKDError(f"--teacher-cache {directory} is not a directory")
+        if os.path.exists(meta_path(directory, split)) or split == self.cfg.train_subset:
+            k = read_meta(directory, self.cfg.train_subset).k  # every split: the train cache's k
+            self.datasets[split] = attach_teacher_cache(
+                self.datasets[split], directory, split, len(self.tgt_dict), k=k
             )
 
     def begin_epoch(self, epoch, model):
