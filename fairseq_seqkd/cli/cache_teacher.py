@@ -46,6 +46,7 @@ from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 from omegaconf import DictConfig
 from tqdm import tqdm
 
+from fairseq_seqkd.cli.entry import run_main
 from fairseq_seqkd.distill.generate import (
     DEFAULT_CHUNK_SIZE,
     ChunkStore,
@@ -457,24 +458,12 @@ def run(argv: list[str]) -> CacheSummary:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``seqkd-cache-teacher``; returns the exit status."""
-    if argv is None:  # a console script: fairseq's imports left the root logger at DEBUG
-        argv = sys.argv[1:]
-        logging.basicConfig(
-            format="%(asctime)s | %(levelname)s | %(name)s | %(message)s",
-            datefmt="%Y-%m-%d %H:%M:%S",
-            level=os.environ.get("LOGLEVEL", "INFO").upper(),
-            stream=sys.stderr,
-            force=True,
-        )
-    try:
-        summary = run(list(argv))
-    except SystemExit as exc:  # --help, or an argparse error already printed
-        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    except SeqKDError as exc:
-        print(f"{PROG}: error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 1
-    print(summary.describe(), flush=True)
-    return 0
+
+    def work(args: list[str]) -> int:
+        print(run(args).describe(), flush=True)
+        return 0
+
+    return run_main(PROG, work, argv)
 
 
 if __name__ == "__main__":

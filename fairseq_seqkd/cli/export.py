@@ -32,6 +32,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from fairseq_seqkd.cli.entry import run_main
 from fairseq_seqkd.cli.prune import (
     check_output,
     fmt_count,
@@ -278,13 +279,7 @@ def _run(argv: Sequence[str] | None) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``seqkd-export``; returns the exit status."""
-    try:
-        return _run(argv)
-    except SystemExit as exc:  # --help
-        return exc.code if isinstance(exc.code, int) else 0
-    except SeqKDError as exc:
-        print(f"{PROG}: error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 1
+    return run_main(PROG, _run, argv)
 
 
 if __name__ == "__main__":

@@ -22,13 +22,10 @@ with ``--skip-invalid-size-inputs-valid-test``). The design (chunks, manifest, s
 from __future__ import annotations
 
 import argparse
-import logging
-import os
 import sys
 
+from fairseq_seqkd.cli.entry import run_main
 from fairseq_seqkd.distill.generate import GenerationSummary, generate_nbest, merge_shards
-from fairseq_seqkd.distill.nbest import NbestFormatError
-from fairseq_seqkd.errors import SeqKDError
 
 PROG = "seqkd-generate"
 
@@ -64,25 +61,12 @@ def run(argv: list[str]) -> GenerationSummary:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``seqkd-generate``; returns the exit status."""
-    if argv is None:  # a console script: fairseq's imports left the root logger at DEBUG
-        argv = sys.argv[1:]
-        logging.basicConfig(
-            format="%(asctime)s | %(levelname)s | %(name)s | %(message)s",
-            datefmt="%Y-%m-%d %H:%M:%S",
-            level=os.environ.get("LOGLEVEL", "INFO").upper(),
-            stream=sys.stderr,
-            force=True,
-        )
-    argv = list(argv)
-    try:
-        summary = run(argv)
-    except SystemExit as exc:  # --help, or an argparse error already printed
-        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    except (SeqKDError, NbestFormatError) as exc:
-        print(f"{PROG}: error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 1
-    print(summary.describe(), flush=True)
-    return 0
+
+    def work(args: list[str]) -> int:
+        print(run(args).describe(), flush=True)
+        return 0
+
+    return run_main(PROG, work, argv)
 
 
 if __name__ == "__main__":

@@ -15,10 +15,8 @@ renamed; bad input exits with status 1 after one ``seqkd-prune: error: ...`` lin
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import sys
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -26,6 +24,8 @@ import torch
 from omegaconf import OmegaConf
 from torch import Tensor
 
+from fairseq_seqkd.atomic import atomic_open
+from fairseq_seqkd.cli.entry import run_main
 from fairseq_seqkd.errors import SeqKDError
 from fairseq_seqkd.pruning import (
     DEFAULT_PRUNE_PARAMS,
@@ -83,19 +83,9 @@ def check_output(output: str, inputs: Iterable[str]) -> None:
 
 
 def save_atomic(obj: Any, path: str) -> None:
-    """``torch.save`` to a temporary file beside ``path``, then rename: never half-written."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    """``torch.save`` through a temporary file beside ``path``: never half-written."""
+    with atomic_open(path, "wb") as handle:
+        torch.save(obj, handle)
 
 
 _NOT_PARAMETERS = (".version", "._float_tensor")  # buffers fairseq keeps in its state dicts
@@ -168,13 +158,7 @@ def _run(argv: Sequence[str] | None) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``seqkd-prune``; returns the exit status."""
-    try:
-        return _run(argv)
-    except SystemExit as exc:  # --help
-        return exc.code if isinstance(exc.code, int) else 0
-    except SeqKDError as exc:
-        print(f"{PROG}: error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 1
+    return run_main(PROG, _run, argv)
 
 
 if __name__ == "__main__":

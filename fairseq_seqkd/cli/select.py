@@ -13,14 +13,14 @@ stderr; output files are written atomically, so nothing is half-written.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 
+from fairseq_seqkd.atomic import atomic_write_all
+from fairseq_seqkd.cli.entry import run_main
 from fairseq_seqkd.distill.nbest import (
     Hypothesis,
     NbestFormatError,
@@ -112,29 +112,6 @@ def _read_lines(path: str) -> list[str]:
                 f"at column {exc.start + 1}"
             ) from None
     return lines
-
-
-def _atomic_write_all(files: dict[str, str]) -> None:
-    """Write every file to a temp file first, then move them all into place."""
-    temps: list[tuple[str, str]] = []
-    try:
-        for path, text in files.items():
-            directory = os.path.dirname(os.path.abspath(path))
-            fd, tmp = tempfile.mkstemp(
-                dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp"
-            )
-            temps.append((tmp, path))
-            with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-                handle.write(text)
-                handle.flush()
-                os.fsync(handle.fileno())
-        for tmp, path in temps:
-            os.replace(tmp, path)
-    except BaseException:
-        for tmp, _ in temps:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-        raise
 
 
 def _resolve_size(
@@ -237,7 +214,7 @@ def _run(argv: Sequence[str] | None) -> int:
         if os.path.isdir(path):
             raise CliError(f"output path {path} is a directory")
     try:
-        _atomic_write_all(outputs)
+        atomic_write_all(outputs)
     except OSError as exc:
         raise CliError(f"cannot write outputs: {exc}") from None
 
@@ -254,16 +231,7 @@ def _run(argv: Sequence[str] | None) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``seqkd-select``; returns the exit status."""
-    try:
-        return _run(argv)
-    except SystemExit as exc:  # --help / --version
-        if exc.code is None or isinstance(exc.code, int):
-            return exc.code or 0
-        return 1
-    except (CliError, NbestFormatError, ValueError) as exc:
-        message = " ".join(str(exc).split())
-        print(f"{PROG}: error: {message}", file=sys.stderr)
-        return 1
+    return run_main(PROG, _run, argv, (CliError, NbestFormatError, ValueError))
 
 
 if __name__ == "__main__":

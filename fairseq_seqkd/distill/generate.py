@@ -69,7 +69,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import Any
 
 import numpy as np
 import torch
@@ -79,6 +79,7 @@ from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
+from ..atomic import atomic_open, atomic_write_text, umask
 from ..errors import SeqKDError
 from ..teacher import (
     check_same_dictionary,
@@ -159,35 +160,6 @@ def owned_chunks(size: int, chunk_size: int, num_shards: int = 1, shard_id: int 
 # ------------------------------------------------------------------ files
 
 
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-@contextlib.contextmanager
-def _atomic_open(path: str) -> Iterator[TextIO]:
-    """A text file that appears at ``path`` only if the block finishes without error."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would surprise the next tool's user
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def _atomic_write(path: str, text: str) -> None:
-    with _atomic_open(path) as handle:
-        handle.write(text)
-
-
 def check_output_path(output: str, option: str = "--output") -> None:
     """Fail now, not after hours of decoding, if ``output`` cannot be written."""
     if os.path.isdir(output):
@@ -262,7 +234,7 @@ class ChunkStore:
         if manifest is None:  # chunks without a manifest cannot be trusted: start afresh
             shutil.rmtree(self.parts, ignore_errors=True)
             os.makedirs(self.parts)
-            _atomic_write(
+            atomic_write_text(
                 self.manifest_path,
                 json.dumps(
                     {"version": MANIFEST_VERSION, "options": opts, "data": data},
@@ -288,7 +260,7 @@ class ChunkStore:
         return done
 
     def commit(self, chunk: int, text: str) -> None:
-        _atomic_write(self.chunk_path(chunk), text)
+        atomic_write_text(self.chunk_path(chunk), text)
 
     def commit_files(self, chunk: int, write: Callable[[str], None]) -> None:
         """A chunk made of several files: ``write(directory)`` fills a temporary directory,
@@ -301,7 +273,7 @@ class ChunkStore:
             for entry in os.listdir(tmp):
                 with open(os.path.join(tmp, entry), "rb") as handle:
                     os.fsync(handle.fileno())
-            os.chmod(tmp, 0o777 & ~_umask())
+            os.chmod(tmp, 0o777 & ~umask())
             os.rename(tmp, self.chunk_path(chunk))
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -313,9 +285,9 @@ class ChunkStore:
 
     def assemble(self, chunks: Sequence[int], skipped: Sequence[int]) -> int:
         """Concatenate the chunks into the output; the number of hypotheses (lines)."""
-        _atomic_write(skipped_path(self.output), "".join(f"{i}\n" for i in skipped))
+        atomic_write_text(skipped_path(self.output), "".join(f"{i}\n" for i in skipped))
         lines = 0
-        with _atomic_open(self.output) as out:
+        with atomic_open(self.output) as out:
             for chunk in chunks:
                 with open(self.chunk_path(chunk), encoding="utf-8", newline="\n") as part:
                     text = part.read()
@@ -878,7 +850,7 @@ def merge_shards(paths: Sequence[str], output: str, expected_size: int) -> Gener
     streams = [_shard_lines(path, shard) for shard, path in enumerate(paths)]
     next_index, prev = 0, None  # prev: (index, shard, lineno) of the last line written
     sentences = lines = 0
-    with _atomic_open(output) as out:
+    with atomic_open(output) as out:
         for index, _rank, shard, lineno, line in heapq.merge(*streams):
             if prev is not None and index == prev[0]:
                 if shard != prev[1]:
@@ -908,7 +880,7 @@ def merge_shards(paths: Sequence[str], output: str, expected_size: int) -> Gener
         for gap in range(next_index, expected_size):
             if gap not in skipped:
                 raise gap_error(gap)
-        _atomic_write(skipped_path(output), "".join(f"{i}\n" for i in sorted(skipped)))
+        atomic_write_text(skipped_path(output), "".join(f"{i}\n" for i in sorted(skipped)))
     return GenerationSummary(
         output=output, sentences=sentences, hypotheses=lines, skipped=sorted(skipped),
         seconds=time.perf_counter() - start_time, merged_shards=len(paths),

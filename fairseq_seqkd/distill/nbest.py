@@ -18,15 +18,15 @@ This module is pure Python (no fairseq / torch import).
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import math
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Union
+
+from ..atomic import atomic_write_text
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -90,26 +90,6 @@ def format_nbest_lines(index: int, hyps: Sequence[Hypothesis]) -> str:
     return "".join(parts)
 
 
-def _atomic_write_text(path: PathLike, chunks: Iterable[str]) -> None:
-    """Write ``chunks`` (UTF-8) to a temp file next to ``path``, then ``os.replace`` it."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(
-        dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp"
-    )
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            for chunk in chunks:
-                handle.write(chunk)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 def write_nbest(path: PathLike, entries: Iterable[tuple[int, Sequence[Hypothesis]]]) -> None:
     """Atomically write an n-best file.
 
@@ -123,7 +103,7 @@ def write_nbest(path: PathLike, entries: Iterable[tuple[int, Sequence[Hypothesis
             raise ValueError(f"write_nbest: duplicate sentence index {cur[0]}")
     # format everything before touching the file system: a bad entry leaves nothing
     text = [format_nbest_lines(index, hyps) for index, hyps in items]
-    _atomic_write_text(path, text)
+    atomic_write_text(path, "".join(text))
 
 
 def _iter_lines(path: PathLike) -> Iterator[tuple[int, str]]:

@@ -1,0 +1,43 @@
+"""What every ``seqkd-*`` console script does around its work: logging, exit codes, errors."""
+
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+from ..distill.nbest import NbestFormatError
+from ..errors import SeqKDError
+
+USER_ERRORS: tuple[type[Exception], ...] = (SeqKDError, NbestFormatError)
+
+
+def run_main(
+    prog: str,
+    run: Callable[[list[str]], int],
+    argv: Sequence[str] | None,
+    user_errors: tuple[type[Exception], ...] = USER_ERRORS,
+) -> int:
+    """Run ``run(argv)``: bad input is one line on stderr and exit 1, never a traceback.
+
+    ``argv`` None means a console script: fairseq's imports leave the root logger at DEBUG, so
+    logging is set up the way fairseq's own CLIs do.
+    """
+    if argv is None:
+        argv = sys.argv[1:]
+        logging.basicConfig(
+            format="%(asctime)s | %(levelname)s | %(name)s | %(message)s",
+            datefmt="%Y-%m-%d %H:%M:%S",
+            level=os.environ.get("LOGLEVEL", "INFO").upper(),
+            stream=sys.stderr,
+            force=True,
+        )
+    try:
+        return run(list(argv))
+    except SystemExit as exc:  # --help, or an argparse error it already printed
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except user_errors as exc:
+        print(f"{prog}: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"\n{prog}: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
