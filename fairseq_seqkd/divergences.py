@@ -64,11 +64,14 @@ def divergence_full(student_log_probs: Tensor, teacher_log_probs: Tensor, name: 
     lq = _wide(student_log_probs)
     lp = _wide(teacher_log_probs)
     if name == "kl":
-        # sum p log p - sum p log q: the teacher's part needs no graph and the student's is a
-        # dot product, so no vocabulary-sized tensor is saved for backward besides p
-        # (the student's log-probs are finite; the teacher's may be -inf where p is 0)
+        # sum p log p - sum p log q as two dot products: no vocabulary-sized temporary besides
+        # p. Log-softmax outputs are finite; a truncated teacher's -inf (where p = 0) makes the
+        # first product NaN, and only then is it recomputed with 0 log 0 = 0.
         p = lp.exp()
-        return torch.special.xlogy(p, p).sum(-1) - _rowdot(p, lq)
+        neg_entropy = _rowdot(p, lp)
+        if not torch.isfinite(neg_entropy).all():
+            neg_entropy = torch.special.xlogy(p, p).sum(-1)
+        return neg_entropy - _rowdot(p, lq)
     if name == "reverse_kl":
         return _xlogx_ratio(lq, lp).sum(-1)
     if name == "js":

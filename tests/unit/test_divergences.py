@@ -169,3 +169,14 @@ def test_properties_non_negative_and_zero_on_equal(data, name: str, temp: float)
         assert divergence_full(s, t, name).item() <= 1.0 + 1e-12
     if name == "js":
         assert divergence_full(s, t, name).item() <= math.log(2) + 1e-12
+
+
+def test_full_kl_accepts_a_teacher_with_zero_probabilities() -> None:
+    """A teacher masked to its top k (log-prob -inf elsewhere) gives the top-k divergence."""
+    s = tempered_log_probs(random_logits(4, 9, seed=15))
+    t = tempered_log_probs(random_logits(4, 9, seed=16))
+    lp, idx = truncate_topk(t, 3)
+    masked = torch.full_like(t, -math.inf).scatter(-1, idx, lp)
+    full = divergence_full(s, masked, "kl")
+    assert torch.isfinite(full).all()
+    torch.testing.assert_close(full, divergence_topk(s, lp, idx, "kl"))
