@@ -1,0 +1,149 @@
+"""Write distilled targets as a fairseq data-bin that stock ``fairseq-train`` reads.
+
+The targets are encoded with the teacher's (= the data's) dictionary through fairseq's own
+indexed-dataset builder, the format ``fairseq-preprocess`` writes (mmap, smallest fitting int
+dtype). Every file is written under a temporary name in its destination directory and moved
+into place when complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from fairseq.data import Dictionary, data_utils
+from fairseq.data import indexed_dataset as fairseq_indexed
+
+from ..atomic import atomic_write_text, temp_path_beside
+from ..errors import SeqKDError
+
+
+@dataclass
+class BinarizeStats:
+    """What :func:`binarize_lines` wrote: sentences, tokens (with EOS), out-of-vocabulary."""
+
+    sentences: int = 0
+    tokens: int = 0
+    unknown: int = 0
+    first_unknown: str | None = None
+
+
+class _AtomicDataset:
+    """An mmap indexed-dataset builder writing ``prefix.bin/.idx`` via temporary files."""
+
+    def __init__(self, prefix: str, vocab_size: int):
+        self.prefix = prefix
+        self.tmp_bin = temp_path_beside(prefix + ".bin")
+        self.tmp_idx = temp_path_beside(prefix + ".idx")
+        self.builder = fairseq_indexed.make_builder(self.tmp_bin, "mmap", vocab_size=vocab_size)
+
+    def add(self, tokens: torch.Tensor) -> None:
+        self.builder.add_item(tokens)
+
+    def commit(self) -> None:
+        self.builder.finalize(self.tmp_idx)
+        os.replace(self.tmp_bin, self.prefix + ".bin")
+        os.replace(self.tmp_idx, self.prefix + ".idx")
+
+    def discard(self) -> None:
+        with contextlib.suppress(Exception):
+            self.builder._data_file.close()
+        for tmp in (self.tmp_bin, self.tmp_idx):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+
+
+def binarize_lines(
+    lines: Iterable[str], dictionary: Dictionary, prefix: str
+) -> BinarizeStats:
+    """Encode subword lines (EOS appended, no new symbols) into ``prefix.bin/.idx``.
+
+    A token missing from ``dictionary`` becomes ``<unk>`` and is counted: with the teacher's
+    dictionary there should be none, so a count above zero points at mismatched data.
+    """
+    stats = BinarizeStats()
+    unk = dictionary.unk()
+    unk_word = dictionary.unk_word
+
+    def consumer(word: str, idx: int) -> None:
+        if idx == unk and word != unk_word:
+            stats.unknown += 1
+            if stats.first_unknown is None:
+                stats.first_unknown = word
+
+    out = _AtomicDataset(prefix, len(dictionary))
+    try:
+        for line in lines:
+            ids = dictionary.encode_line(
+                line, add_if_not_exist=False, consumer=consumer, append_eos=True
+            )
+            out.add(ids)
+            stats.sentences += 1
+            stats.tokens += len(ids)
+        out.commit()
+    except BaseException:
+        out.discard()
+        raise
+    return stats
+
+
+def write_subset(dataset: Any, indices: Sequence[int], vocab_size: int, prefix: str) -> int:
+    """Copy the token tensors of ``indices`` from an indexed dataset into ``prefix.bin/.idx``."""
+    out = _AtomicDataset(prefix, vocab_size)
+    try:
+        for i in indices:
+            out.add(dataset[i])
+        out.commit()
+    except BaseException:
+        out.discard()
+        raise
+    return len(indices)
+
+
+def copy_file(src: str, dst: str) -> None:
+    """Copy ``src`` to ``dst`` through a temporary file beside ``dst``."""
+    tmp = temp_path_beside(dst)
+    try:
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_text(path: str, text: str) -> None:
+    """Write UTF-8 ``text`` to ``path`` through a temporary file beside it."""
+    atomic_write_text(path, text)
+
+
+def load_split(prefix: str, dictionary: Dictionary, what: str) -> Any:
+    """fairseq's indexed dataset at ``prefix`` (any impl), or a one-line error naming it."""
+    impl = fairseq_indexed.infer_dataset_impl(prefix)
+    if impl is None:
+        raise SeqKDError(f"{what}: {prefix}.bin/.idx not found")
+    try:
+        dataset = data_utils.load_indexed_dataset(prefix, dictionary, impl)
+    except Exception as exc:
+        raise SeqKDError(f"{what}: cannot read {prefix}.bin/.idx ({exc})") from exc
+    if dataset is None:
+        raise SeqKDError(f"{what}: cannot read {prefix}.bin/.idx")
+    return dataset
+
+
+def token_lines(dataset: Any, dictionary: Dictionary) -> list[str]:
+    """Every sentence as space-separated subword tokens, as ``Dictionary.string`` renders it
+    (EOS and BOS dropped, unknown words as ``<unk>``), which is the n-best file's format."""
+    symbols = dictionary.symbols
+    ignore = {dictionary.eos()}
+    if hasattr(dictionary, "bos_index"):
+        ignore.add(dictionary.bos())
+    lines = []
+    for i in range(len(dataset)):
+        lines.append(" ".join(symbols[t] for t in dataset[i].tolist() if t not in ignore))
+    return lines
