@@ -1,0 +1,899 @@
+"""The ``seqkd-demo`` stage driver: Kim & Rush (2016) end to end, with the tools users run.
+
+Stages (each a list of commands; stock fairseq CLIs and the project's own console scripts):
+
+  corpus         python -m fairseq_seqkd.demo.corpus      (built-in corpus only)
+  sentencepiece  joint subword model, encoded splits      (sentencepiece library)
+  preprocess     fairseq-preprocess --joined-dictionary
+  teacher        fairseq-train, a transformer several times larger than the students
+  baseline       fairseq-train, student on the gold data
+  word-kd        fairseq-train --criterion word_kd --teacher-path TEACHER
+  build-seq-kd   seqkd-build --strategy seq-kd            (teacher beam search on train)
+  seq-kd         fairseq-train on the distilled data-bin
+  build-seq-inter seqkd-build --strategy seq-inter        (n-best closest to the reference)
+  seq-inter      fairseq-train on that data-bin
+  seq-kd-word-kd fairseq-train DISTILLED --criterion word_kd
+  pruned         fairseq-train --task translation_kd --prune-ratio 0.8, from the Seq-KD student
+  export         seqkd-export, a plain fairseq checkpoint
+  eval-*         fairseq-generate --beam 1 and --beam K on the test set, per model
+
+A stage is skipped when its stamp (``stamps/<stage>.json``, written last) records the same
+commands and the same upstream stamps, and its outputs exist; so an interrupted demo resumes
+and a changed preset redoes exactly the stages it affects. Every command's output goes to
+``logs/<stage>.log`` (fairseq-generate's to ``eval/<model>.beam<K>.txt``), after the command
+line itself, so each number in the results can be reproduced by hand.
+
+Small models on a few cores train fastest as one thread per process with independent stages
+side by side (``jobs``); the decoding stages run alone, so their speeds are comparable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, TextIO
+
+from ..errors import SeqKDError
+from .corpus import CorpusSpec, mixing_rate
+from .report import (
+    DIAGNOSTIC_COLUMNS,
+    ModelResult,
+    bleu,
+    format_table,
+    plot_results,
+    read_generate,
+    results_markdown,
+    write_text_atomic,
+)
+
+__all__ = [
+    "MODELS",
+    "PRESETS",
+    "Arch",
+    "ModelSpec",
+    "Pipeline",
+    "Preset",
+    "Stage",
+    "StageRun",
+]
+
+SPLITS = ("train", "valid", "test")
+SRC, TGT = "src", "tgt"
+
+
+@dataclass(frozen=True)
+class Arch:
+    """A fairseq ``transformer`` with shared embeddings."""
+
+    dim: int
+    layers: int
+    heads: int
+    ffn: int
+
+    def args(self) -> list[str]:
+        return [
+            "--arch", "transformer", "--share-all-embeddings",
+            "--encoder-layers", str(self.layers), "--decoder-layers", str(self.layers),
+            "--encoder-embed-dim", str(self.dim), "--decoder-embed-dim", str(self.dim),
+            "--encoder-ffn-embed-dim", str(self.ffn), "--decoder-ffn-embed-dim", str(self.ffn),
+            "--encoder-attention-heads", str(self.heads),
+            "--decoder-attention-heads", str(self.heads),
+        ]  # fmt: skip
+
+    def describe(self) -> str:
+        return f"d={self.dim}, {self.layers}+{self.layers} layers"
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Model sizes and training budget. ``corpus`` sizes the built-in corpus only."""
+
+    name: str
+    corpus: CorpusSpec
+    vocab_size: int  # joint sentencepiece BPE vocabulary
+    teacher: Arch
+    student: Arch
+    teacher_epochs: int
+    student_epochs: int
+    prune_epochs: int
+    teacher_lr: float
+    student_lr: float
+    prune_lr: float
+    warmup: int
+    max_tokens: int
+    teacher_dropout: float = 0.1
+    student_dropout: float = 0.1
+    label_smoothing: float = 0.1
+    kd_alpha: float = 0.5
+    beam: int = 5  # teacher beam for seqkd-build and the "beam" column
+    inter_nbest: int = 5  # n-best size scored against the reference by Seq-Inter
+    prune_ratio: float = 0.8
+    prune_warmup: int = 20  # retraining starts from a trained model: short warmup
+    eval_batch_size: int = 64
+    build_batch_size: int = 128
+
+
+PRESETS: dict[str, Preset] = {
+    # seconds, for the test suite: the pipeline runs, the numbers mean little
+    "ci": Preset(
+        name="ci",
+        corpus=CorpusSpec(train=1200, valid=100, test=100),
+        vocab_size=300,
+        teacher=Arch(32, 1, 2, 64),
+        student=Arch(16, 1, 2, 32),
+        teacher_epochs=5, student_epochs=3, prune_epochs=1,
+        teacher_lr=0.01, student_lr=0.01, prune_lr=0.003, warmup=20,
+        max_tokens=1000, eval_batch_size=50, build_batch_size=200,
+    ),
+    # the default: `make demo` in under 10 minutes on 2 CPU cores
+    "tiny": Preset(
+        name="tiny",
+        corpus=CorpusSpec(train=15000, valid=500, test=1000),
+        vocab_size=1000,
+        teacher=Arch(128, 2, 4, 256),
+        student=Arch(64, 1, 4, 128),
+        teacher_epochs=12, student_epochs=8, prune_epochs=10,
+        teacher_lr=0.005, student_lr=0.005, prune_lr=0.005, warmup=200,
+        max_tokens=4096, teacher_dropout=0.0, student_dropout=0.0,
+    ),
+    # the shape of the hand-made Multi30k baseline (../shared/PEERS.md), for --corpus with real
+    # data; not timed in this project yet (expect well over an hour on 2 cores)
+    "small": Preset(
+        name="small",
+        corpus=CorpusSpec(train=30000, valid=1000, test=1000),
+        vocab_size=8000,
+        teacher=Arch(256, 3, 4, 1024),
+        student=Arch(128, 2, 4, 512),
+        teacher_epochs=12, student_epochs=15, prune_epochs=5,
+        teacher_lr=0.002, student_lr=0.002, prune_lr=0.001, warmup=400,
+        max_tokens=4096, student_dropout=0.2, teacher_dropout=0.3,
+    ),
+}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One row of the table: a trained model and the stage that produced its checkpoint."""
+
+    key: str
+    label: str
+    stage: str
+    checkpoint: str  # relative to the output dir
+    # load with --user-dir: fairseq-train's checkpoints pickle an argparse.Namespace that
+    # torch >= 2.6 refuses unless the plugin allow-lists it; seqkd-export's output needs nothing
+    plugin: bool = True
+
+
+MODELS: tuple[ModelSpec, ...] = (
+    ModelSpec("teacher", "Teacher", "teacher", "models/teacher/checkpoint_best.pt"),
+    ModelSpec("baseline", "Student, baseline", "baseline", "models/baseline/checkpoint_best.pt"),
+    ModelSpec("word-kd", "Word-KD", "word-kd", "models/word-kd/checkpoint_best.pt"),
+    ModelSpec("seq-kd", "Seq-KD", "seq-kd", "models/seq-kd/checkpoint_best.pt"),
+    ModelSpec("seq-inter", "Seq-Inter", "seq-inter", "models/seq-inter/checkpoint_best.pt"),
+    ModelSpec("seq-kd-word-kd", "Seq-KD + Word-KD", "seq-kd-word-kd",
+              "models/seq-kd-word-kd/checkpoint_best.pt"),
+    ModelSpec("pruned", "Seq-KD, pruned (exported)", "export", "export/seq-kd-pruned.pt", False),
+)
+
+
+@dataclass
+class Stage:
+    """Commands that together produce ``outputs``; redone as a whole unless stamped."""
+
+    name: str
+    description: str
+    commands: list[list[str]]
+    outputs: list[Path]
+    deps: list[str] = field(default_factory=list)
+    clean: list[Path] = field(default_factory=list)  # removed before a redo with new commands
+    func: Callable[[TextIO], None] | None = None  # in-process step (after the commands)
+    func_key: dict[str, Any] | None = None  # what ``func`` does, for the stamp
+    mkdirs: list[Path] = field(default_factory=list)  # created before the commands run
+    # per command: a file that receives its stdout and stderr (written to a temporary name
+    # and renamed when the command succeeds) instead of the stage log
+    captures: list[Path | None] = field(default_factory=list)
+    # runs alone with all threads (decoding-speed measurements), even with --jobs > 1
+    exclusive: bool = False
+
+
+@dataclass
+class StageRun:
+    name: str
+    skipped: bool
+    seconds: float  # wall time of this run; for a skipped stage, of the run that made it
+    cpu_seconds: float = 0.0  # user + system time of the stage's processes (load-independent)
+
+
+def _bin(name: str) -> str:
+    """A console script installed beside this interpreter (the venv), else from PATH."""
+    candidate = Path(sys.executable).parent / name
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which(name)
+    if found is None:
+        raise SeqKDError(f"{name} is not installed (looked in {candidate.parent} and PATH)")
+    return found
+
+
+def _count_lines(path: Path) -> int:
+    with open(path, "rb") as f:
+        return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
+
+
+def check_raw_corpus(directory: Path) -> dict[str, int]:
+    """Validate a user's ``train/valid/test.{src,tgt}``; return line counts per split."""
+    if not directory.is_dir():
+        raise SeqKDError(f"--corpus: {directory} is not a directory")
+    counts = {}
+    for split in SPLITS:
+        sizes = {}
+        for lang in (SRC, TGT):
+            path = directory / f"{split}.{lang}"
+            if not path.is_file():
+                raise SeqKDError(
+                    f"--corpus: {path} not found (expected train/valid/test.{{src,tgt}}, raw "
+                    "parallel text, one sentence a line)"
+                )
+            sizes[lang] = _count_lines(path)
+        if sizes[SRC] != sizes[TGT]:
+            raise SeqKDError(
+                f"--corpus: {directory / split}.src has {sizes[SRC]} lines but "
+                f"{directory / split}.tgt has {sizes[TGT]}"
+            )
+        if sizes[SRC] == 0:
+            raise SeqKDError(f"--corpus: {directory / split}.src is empty")
+        counts[split] = sizes[SRC]
+    return counts
+
+
+def all_register_references(spec: CorpusSpec, raw: Path, split: str = "test") -> list[list[str]]:
+    """Every register's rendering of the built-in corpus's ``split``, one list per register.
+
+    The built-in corpus holds one reference per source, in a register drawn at random, though
+    every register is an equally correct translation; scoring against all of them (multi-
+    reference BLEU) credits a consistent output in any register and penalises mixing.
+    ``generate_pair`` renders the same source in a forced register without changing the
+    random stream, so the split is re-drawn once per register. Returns ``[]`` when the
+    result does not reproduce the files (sources equal, gold target among the renderings),
+    e.g. after a change in the corpus module.
+    """
+    from . import corpus as corpus_module
+
+    split_rng = getattr(corpus_module, "_split_rng", None)
+    if split_rng is None or split not in ("valid", "test"):
+        return []
+    try:
+        sources = (raw / f"{split}.src").read_text(encoding="utf-8").splitlines()
+        gold = (raw / f"{split}.tgt").read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return []
+    renderings = []
+    for register in range(spec.registers):
+        held: set[str] = set()
+        drawn: list[tuple[str, str]] = []
+        for part in ("valid", "test"):  # the order generate_corpus draws held-out splits
+            rng, seen, drawn = split_rng(spec, part), set(), []
+            while len(drawn) < getattr(spec, part):
+                src, tgt, _ = corpus_module.generate_pair(rng, spec, register=register)
+                if src not in held and src not in seen:
+                    seen.add(src)
+                    drawn.append((src, tgt))
+            if part == split:
+                break
+            held.update(src for src, _ in drawn)
+        if [src for src, _ in drawn] != sources:
+            return []
+        renderings.append([tgt for _, tgt in drawn])
+    if not all(g in {r[i] for r in renderings} for i, g in enumerate(gold)):
+        return []
+    return renderings
+
+
+class Pipeline:
+    """Builds the stage list for one output directory and runs it."""
+
+    def __init__(
+        self,
+        out: str | os.PathLike,
+        preset: Preset,
+        corpus: str | os.PathLike | None = None,
+        threads: int = 1,
+        jobs: int = 1,
+        stream: TextIO | None = None,
+    ):
+        self.out = Path(out).resolve()
+        self.preset = preset
+        self.builtin = corpus is None
+        self.raw = self.out / "corpus" if corpus is None else Path(corpus).resolve()
+        self.threads = threads
+        self.jobs = max(1, jobs)
+        self._procs: set[subprocess.Popen] = set()  # running commands, stopped on interrupt
+        self.stream = stream if stream is not None else sys.stdout
+        self.plugin = str(Path(__file__).resolve().parent.parent)
+        self.spm = self.out / "spm"
+        self.data = self.out / "data-bin"
+        self.runs: list[StageRun] = []
+
+    # ------------------------------------------------------------------ stage list
+
+    def _train(self, data: Path, save: str, arch: Arch, epochs: int, lr: float, dropout: float,
+               *extra: str, plugin: bool = True, warmup: int | None = None) -> list[str]:
+        p = self.preset
+        warmup = p.warmup if warmup is None else warmup
+        return [
+            _bin("fairseq-train"), str(data),
+            *(["--user-dir", self.plugin] if plugin else []),
+            *arch.args(),
+            "--optimizer", "adam", "--adam-betas", "(0.9,0.98)", "--clip-norm", "1.0",
+            "--lr", str(lr), "--lr-scheduler", "inverse_sqrt", "--warmup-updates", str(warmup),
+            "--max-tokens", str(p.max_tokens), "--max-epoch", str(epochs),
+            "--dropout", str(dropout), "--seed", "1",
+            "--cpu", "--num-workers", "0", "--no-progress-bar", "--log-format", "simple",
+            "--log-interval", "50", "--no-epoch-checkpoints",
+            "--save-dir", str(self.out / "models" / save),
+            *extra,
+        ]  # fmt: skip
+
+    def _student(self, data: Path, save: str, *extra: str, epochs: int | None = None,
+                 lr: float | None = None, warmup: int | None = None) -> list[str]:
+        p = self.preset
+        return self._train(
+            data, save, p.student, p.student_epochs if epochs is None else epochs,
+            p.student_lr if lr is None else lr, p.student_dropout, *extra, warmup=warmup,
+        )
+
+    def _ls(self) -> list[str]:
+        return ["--criterion", "label_smoothed_cross_entropy",
+                "--label-smoothing", str(self.preset.label_smoothing)]
+
+    def _word_kd(self) -> list[str]:
+        return ["--criterion", "word_kd", "--label-smoothing", str(self.preset.label_smoothing),
+                "--teacher-path", str(self.out / MODELS[0].checkpoint),
+                "--kd-alpha", str(self.preset.kd_alpha)]
+
+    def _build(self, strategy: str, output: Path, *extra: str) -> list[str]:
+        p = self.preset
+        return [
+            _bin("seqkd-build"), "--data", str(self.data),
+            "--teacher", str(self.out / MODELS[0].checkpoint), "--output", str(output),
+            "--strategy", strategy, "--beam", str(p.beam), *extra,
+            "--remove-bpe", "sentencepiece", "--cpu", "--batch-size", str(p.build_batch_size),
+            "--workers", str(self.threads),
+        ]  # fmt: skip
+
+    def _generate(self, model: ModelSpec, beam: int) -> list[str]:
+        return [
+            _bin("fairseq-generate"), str(self.data),
+            *(["--user-dir", self.plugin] if model.plugin else []),
+            "--path", str(self.out / model.checkpoint), "--gen-subset", "test",
+            "--beam", str(beam), "--nbest", "1", "--batch-size", str(self.preset.eval_batch_size),
+            "--max-len-a", "1.5", "--max-len-b", "10",
+            "--remove-bpe", "sentencepiece", "--cpu", "--num-workers", "0",
+            # fairseq drops a last batch that is not a multiple of this (8 by default;
+            # facebookresearch/fairseq#5036): every test sentence must be translated
+            "--required-batch-size-multiple", "1",
+        ]  # fmt: skip
+
+    def eval_file(self, model: ModelSpec, beam: int) -> Path:
+        """fairseq-generate's output (stdout and log) for one model and beam."""
+        return self.out / "eval" / f"{model.key}.beam{beam}.txt"
+
+    def stages(self) -> list[Stage]:
+        p = self.preset
+        out = self.out
+        stages: list[Stage] = []
+        prep_deps: list[str] = []
+        if self.builtin:
+            spec = p.corpus
+            stages.append(Stage(
+                "corpus", "built-in synthetic corpus",
+                [[sys.executable, "-m", "fairseq_seqkd.demo.corpus", str(self.raw),
+                  "--seed", str(spec.seed), "--train", str(spec.train), "--valid",
+                  str(spec.valid), "--test", str(spec.test), "--registers", str(spec.registers)]],
+                [self.raw / f"{s}.{lang}" for s in SPLITS for lang in (SRC, TGT)],
+                clean=[self.raw],
+            ))
+            prep_deps = ["corpus"]
+        spm_opts = {
+            "input": f"{self.raw / 'train.src'},{self.raw / 'train.tgt'}",
+            "model_prefix": str(self.spm / "spm"), "vocab_size": p.vocab_size,
+            "model_type": "bpe", "character_coverage": 1.0, "shuffle_input_sentence": False,
+            "input_sentence_size": 2_000_000, "num_threads": 1,
+            "hard_vocab_limit": False, "bos_id": -1, "eos_id": -1, "pad_id": -1, "unk_id": 0,
+        }  # fmt: skip
+        stages.append(Stage(
+            "sentencepiece", f"joint BPE model, {p.vocab_size} pieces",
+            [], [self.spm / "spm.model", *(self.spm / f"{s}.{lang}" for s in SPLITS
+                                           for lang in (SRC, TGT))],
+            deps=prep_deps, clean=[self.spm],
+            func=lambda log: self._sentencepiece(spm_opts, log),
+            func_key={"sentencepiece": spm_opts, "raw": str(self.raw)},
+        ))
+        stages.append(Stage(
+            "preprocess", "fairseq-preprocess, joined dictionary",
+            [[_bin("fairseq-preprocess"), "--source-lang", SRC, "--target-lang", TGT,
+              "--trainpref", str(self.spm / "train"), "--validpref", str(self.spm / "valid"),
+              "--testpref", str(self.spm / "test"), "--destdir", str(self.data),
+              "--joined-dictionary", "--workers", str(self.threads)]],
+            [self.data / "dict.src.txt", self.data / "test.src-tgt.tgt.bin"],
+            deps=["sentencepiece"], clean=[self.data],
+        ))
+
+        def model_stage(name: str, description: str, command: list[str], deps: list[str],
+                        save: str | None = None) -> Stage:
+            save_dir = out / "models" / (save or name)
+            return Stage(name, description, [command], [save_dir / "checkpoint_best.pt"],
+                         deps=deps, clean=[save_dir])
+
+        stages.append(model_stage(
+            "teacher", f"teacher, {p.teacher.describe()}",
+            self._train(self.data, "teacher", p.teacher, p.teacher_epochs, p.teacher_lr,
+                        p.teacher_dropout, *self._ls(), plugin=False),
+            ["preprocess"],
+        ))
+        stages.append(model_stage(
+            "baseline", f"baseline student, {p.student.describe()}, gold data",
+            self._student(self.data, "baseline", *self._ls()), ["preprocess"],
+        ))
+        stages.append(model_stage(
+            "word-kd", f"Word-KD student, alpha {p.kd_alpha}",
+            self._student(self.data, "word-kd", *self._word_kd()), ["preprocess", "teacher"],
+        ))
+        seqkd_data, inter_data = out / "data-seq-kd", out / "data-seq-inter"
+        stages.append(Stage(
+            "build-seq-kd", f"Seq-KD data: teacher beam {p.beam} on train",
+            [self._build("seq-kd", seqkd_data)],
+            [seqkd_data / "train.src-tgt.tgt.bin", seqkd_data / "dict.tgt.txt"],
+            deps=["preprocess", "teacher"], clean=[seqkd_data],
+        ))
+        stages.append(model_stage(
+            "seq-kd", "Seq-KD student", self._student(seqkd_data, "seq-kd", *self._ls()),
+            ["build-seq-kd"],
+        ))
+        stages.append(Stage(
+            "build-seq-inter",
+            f"Seq-Inter data: best of the teacher's {p.inter_nbest}-best by sentence BLEU",
+            [self._build("seq-inter", inter_data, "--sim", "bleu", "--nbest",
+                         str(p.inter_nbest))],
+            [inter_data / "train.src-tgt.tgt.bin", inter_data / "dict.tgt.txt"],
+            deps=["preprocess", "teacher"], clean=[inter_data],
+        ))
+        stages.append(model_stage(
+            "seq-inter", "Seq-Inter student",
+            self._student(inter_data, "seq-inter", *self._ls()), ["build-seq-inter"],
+        ))
+        stages.append(model_stage(
+            "seq-kd-word-kd", "Seq-KD + Word-KD student",
+            self._student(seqkd_data, "seq-kd-word-kd", *self._word_kd()),
+            ["build-seq-kd", "teacher"],
+        ))
+        stages.append(model_stage(
+            "pruned", f"Seq-KD student pruned {p.prune_ratio:.0%} class-blind, retrained",
+            self._student(
+                seqkd_data, "seq-kd-pruned", *self._ls(), "--task", "translation_kd",
+                "--prune-ratio", str(p.prune_ratio), "--prune-scheme", "class-blind",
+                "--finetune-from-model", str(out / MODELS[3].checkpoint),
+                epochs=p.prune_epochs, lr=p.prune_lr, warmup=p.prune_warmup,
+            ),
+            ["seq-kd"], save="seq-kd-pruned",
+        ))
+        exported = out / MODELS[-1].checkpoint
+        stages.append(Stage(
+            "export", "plain fairseq checkpoint of the pruned student",
+            [[_bin("seqkd-export"), "--input",
+              str(out / "models" / "seq-kd-pruned" / "checkpoint_best.pt"),
+              "--output", str(exported)]],
+            [exported], deps=["pruned"], clean=[exported], mkdirs=[exported.parent],
+        ))
+        for model in MODELS:
+            files = [self.eval_file(model, b) for b in (1, p.beam)]
+            stages.append(Stage(
+                f"eval-{model.key}", f"decode test: {model.label}, greedy and beam {p.beam}",
+                [self._generate(model, b) for b in (1, p.beam)], files, deps=[model.stage],
+                clean=files, mkdirs=[out / "eval"], captures=list(files), exclusive=True,
+            ))
+        return stages
+
+    # ------------------------------------------------------------------ in-process steps
+
+    def _sentencepiece(self, opts: dict[str, Any], log: TextIO) -> None:
+        """Train the joint model and encode every split, each file written atomically."""
+        import sentencepiece as spm
+
+        self.spm.mkdir(parents=True, exist_ok=True)
+        log.write(f"sentencepiece.SentencePieceTrainer.train({opts})\n")
+        log.flush()
+        spm.SentencePieceTrainer.train(**opts, minloglevel=1)
+        processor = spm.SentencePieceProcessor(model_file=str(self.spm / "spm.model"))
+        for split in SPLITS:
+            for lang in (SRC, TGT):
+                src = self.raw / f"{split}.{lang}"
+                lines = src.read_text(encoding="utf-8").split("\n")
+                if lines and lines[-1] == "":
+                    lines.pop()
+                pieces = processor.encode(lines, out_type=str)
+                write_text_atomic(self.spm / f"{split}.{lang}",
+                                  "".join(" ".join(p) + "\n" for p in pieces))
+                log.write(f"encoded {src} -> {self.spm / f'{split}.{lang}'}\n")
+
+    # ------------------------------------------------------------------ running
+
+    def _say(self, message: str) -> None:
+        print(message, file=self.stream, flush=True)
+
+    def _stamp_path(self, name: str, started: bool = False) -> Path:
+        return self.out / "stamps" / (f"{name}.started.json" if started else f"{name}.json")
+
+    def _key(self, stage: Stage) -> dict[str, Any]:
+        deps = {}
+        for dep in stage.deps:
+            path = self._stamp_path(dep)
+            deps[dep] = hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None
+        return {"commands": self._portable(stage.commands),
+                "func": self._portable(stage.func_key), "deps": deps}
+
+    def _portable(self, value: Any) -> Any:
+        """``value`` with the output directory written as ``$OUT``, so a moved or copied
+        output directory still counts as done."""
+        out = str(self.out)
+        if isinstance(value, str):
+            return value.replace(out, "$OUT")
+        if isinstance(value, list):
+            return [self._portable(v) for v in value]
+        if isinstance(value, dict):
+            return {k: self._portable(v) for k, v in value.items()}
+        return value
+
+    def _is_done(self, stage: Stage, key: dict[str, Any]) -> bool:
+        try:
+            stamp = json.loads(self._stamp_path(stage.name).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return False
+        return stamp.get("key") == key and all(p.exists() for p in stage.outputs)
+
+    def _env(self) -> dict[str, str]:
+        """Environment of a command: ``threads`` CPU threads (small models on a few cores run
+        far faster as one thread per process, several processes at once, than as one
+        process with several OpenMP threads, which spin and stall when a core is busy)."""
+        n = str(self.threads)
+        return {**os.environ, "OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n,
+                "PYTHONUNBUFFERED": "1", "PYTHONWARNINGS": "ignore"}
+
+    def run_stage(self, stage: Stage, index: int, total: int) -> StageRun:
+        tag = f"[{index:2d}/{total}] {stage.name:<16}"
+        key = self._key(stage)
+        stamp_path = self._stamp_path(stage.name)
+        if self._is_done(stage, key):
+            stamp = json.loads(stamp_path.read_text(encoding="utf-8"))
+            seconds = stamp.get("seconds", 0.0)
+            self._say(f"{tag} skipped: done before in {seconds:.0f}s ({stage.description})")
+            return StageRun(stage.name, True, seconds, stamp.get("cpu_seconds", 0.0))
+        started = self._stamp_path(stage.name, started=True)
+        started.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            resumable = json.loads(started.read_text(encoding="utf-8")) == key
+        except (OSError, ValueError):
+            resumable = False
+        stamp_path.unlink(missing_ok=True)
+        if not resumable:  # stale outputs of other commands: start afresh
+            for path in stage.clean:
+                if path.is_dir():
+                    shutil.rmtree(path)
+                elif path.exists():
+                    path.unlink()
+        write_text_atomic(started, json.dumps(key, indent=1) + "\n")
+        for path in stage.mkdirs:
+            path.mkdir(parents=True, exist_ok=True)
+        log_path = self.out / "logs" / f"{stage.name}.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._say(f"{tag} started {time.strftime('%H:%M:%S')}: {stage.description}"
+                  + (" (resuming)" if resumable else "") + f"  [log: {self._rel(log_path)}]")
+        begin, cpu = time.perf_counter(), 0.0
+        with open(log_path, "a", encoding="utf-8") as log:
+            for i, command in enumerate(stage.commands):
+                capture = stage.captures[i] if i < len(stage.captures) else None
+                cpu += self._run_command(command, log, log_path, stage.name, capture,
+                                         self._env())
+            if stage.func is not None:
+                before = time.process_time()
+                stage.func(log)
+                cpu += time.process_time() - before
+        seconds = time.perf_counter() - begin
+        missing = [str(p) for p in stage.outputs if not p.exists()]
+        if missing:
+            raise SeqKDError(f"stage {stage.name} finished but {missing[0]} is missing; "
+                             f"see {log_path}")
+        stamp = {"stage": stage.name, "key": key, "seconds": round(seconds, 1),
+                 "cpu_seconds": round(cpu, 1),
+                 "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+        write_text_atomic(stamp_path, json.dumps(stamp, indent=1) + "\n")
+        started.unlink(missing_ok=True)
+        self._say(f"{tag} done in {seconds:.0f}s (CPU {cpu:.0f}s)")
+        return StageRun(stage.name, False, seconds, cpu)
+
+    def _rel(self, path: Path) -> str:
+        try:
+            return os.path.relpath(path)
+        except ValueError:
+            return str(path)
+
+    def _run_command(self, command: list[str], log: TextIO, log_path: Path, stage: str,
+                     capture: Path | None, env: dict[str, str]) -> float:
+        """Run one command, its output appended to the stage's log (or ``capture``d in a
+        file); return its CPU time."""
+        log.write(f"$ {shlex.join(command)}" + (f" > {capture} 2>&1\n" if capture else "\n"))
+        log.flush()
+        sink: TextIO = log
+        if capture is not None:
+            tmp = capture.with_name(f".{capture.name}.tmp")
+            sink = open(tmp, "w", encoding="utf-8")  # noqa: SIM115 (closed below)
+            log_path = tmp
+        try:
+            proc = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT,
+                                    env=env, stdin=subprocess.DEVNULL)
+        except BaseException:
+            if sink is not log:
+                sink.close()
+            raise
+        self._procs.add(proc)
+        try:
+            if hasattr(os, "wait4"):
+                _, status, usage = os.wait4(proc.pid, 0)
+                proc.returncode = os.waitstatus_to_exitcode(status)
+                cpu = usage.ru_utime + usage.ru_stime
+            else:  # pragma: no cover - not POSIX
+                proc.wait()
+                cpu = 0.0
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            if sink is not log:
+                sink.close()
+                log_path.unlink(missing_ok=True)  # no partial capture left behind
+            raise
+        finally:
+            self._procs.discard(proc)
+            if sink is not log:
+                sink.close()
+        if capture is not None:
+            if proc.returncode == 0:
+                os.replace(log_path, capture)
+            else:  # keep the failed output in the stage log, leave no partial capture
+                log.write(log_path.read_text(encoding="utf-8", errors="replace"))
+                log_path.unlink()
+                log_path = Path(log.name)
+        if proc.returncode != 0:
+            log.flush()
+            tail = [ln for ln in log_path.read_text(encoding="utf-8", errors="replace")
+                    .splitlines() if ln.strip()][-1:]
+            last = tail[0].strip() if tail else ""
+            raise SeqKDError(
+                f"stage {stage}: {Path(command[0]).name} exited with status {proc.returncode}"
+                f" ({last[:200]}); full log: {log_path}"
+            )
+        return cpu
+
+    def run(self) -> list[StageRun]:
+        """Run (or skip) every stage, in order, or up to ``jobs`` independent ones at once.
+
+        With ``jobs > 1`` the decoding stages still run alone, so their speeds stay
+        comparable.
+        """
+        jobs = self.jobs
+        if not self.builtin:
+            check_raw_corpus(self.raw)
+        self.out.mkdir(parents=True, exist_ok=True)
+        stages = self.stages()
+        index = {s.name: i for i, s in enumerate(stages, start=1)}
+        if jobs <= 1:
+            self.runs = [self.run_stage(s, index[s.name], len(stages)) for s in stages]
+            return self.runs
+        try:
+            self.runs = self._run_parallel(stages, index, jobs)
+        except BaseException:  # Ctrl-C, SIGTERM or a failed stage: stop the other stages
+            for proc in list(self._procs):
+                proc.terminate()
+            raise
+        return self.runs
+
+    def _run_parallel(self, stages: list[Stage], index: dict[str, int],
+                      jobs: int) -> list[StageRun]:
+        done: dict[str, StageRun] = {}
+        pending = list(stages)
+        running: dict[Future, Stage] = {}
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            try:
+                while pending or running:
+                    for stage in [s for s in pending if all(d in done for d in s.deps)]:
+                        alone = any(r.exclusive for r in running.values())
+                        if len(running) >= jobs or alone:
+                            break
+                        if stage.exclusive and running:
+                            continue
+                        pending.remove(stage)
+                        running[pool.submit(self.run_stage, stage, index[stage.name],
+                                            len(stages))] = stage
+                    if not running:  # pragma: no cover - a dependency no stage provides
+                        raise RuntimeError(f"stages {[s.name for s in pending]} never start")
+                    finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                    for future in finished:
+                        done[running.pop(future).name] = future.result()
+            except BaseException:
+                # stop the other stages' commands before the pool waits for its threads
+                for future in running:
+                    future.cancel()
+                for proc in list(self._procs):
+                    proc.terminate()
+                raise
+        return [done[s.name] for s in stages]
+
+    # ------------------------------------------------------------------ results
+
+    def results(self) -> tuple[list[ModelResult], str]:
+        """Score every evaluated model; returns the rows and sacrebleu's signature."""
+        from ..cli.prune import parameter_counts
+        from ..teacher import load_checkpoint_state
+
+        refs = (self.raw / "test.tgt").read_text(encoding="utf-8").split("\n")
+        if refs and refs[-1] == "":
+            refs.pop()
+        every = all_register_references(self.preset.corpus, self.raw) if self.builtin else []
+        beam = self.preset.beam
+        rows, signature = [], ""
+        for model in MODELS:
+            greedy = read_generate(self.eval_file(model, 1))
+            beamed = read_generate(self.eval_file(model, beam))
+            bleu_g, signature = bleu(greedy.hypotheses, refs)
+            bleu_b, _ = bleu(beamed.hypotheses, refs)
+            state = load_checkpoint_state(str(self.out / model.checkpoint), "--path")
+            total, nonzero = parameter_counts(state["model"])
+            label = model.label
+            if model.key == "teacher":
+                label = f"Teacher ({self.preset.teacher.describe()})"
+            elif model.key == "baseline":
+                label = f"Student ({self.preset.student.describe()}), baseline"
+            row = ModelResult(
+                label, total, nonzero, bleu_g, bleu_b,
+                greedy.tokens_per_second, beamed.tokens_per_second,
+                extra={"sec_greedy": greedy.seconds, "sec_beam": beamed.seconds},
+            )
+            if self.builtin:
+                row.mixing_greedy = mixing_rate(greedy.hypotheses)
+                row.mixing_beam = mixing_rate(beamed.hypotheses)
+            if every:
+                row.multi_bleu_greedy = bleu(greedy.hypotheses, *every)[0]
+                row.multi_bleu_beam = bleu(beamed.hypotheses, *every)[0]
+            rows.append(row)
+        reference = rows[0].extra["sec_beam"]
+        for row in rows:
+            row.speedup_greedy = reference / row.extra["sec_greedy"]
+            row.speedup_beam = reference / row.extra["sec_beam"]
+        return rows, signature
+
+    def findings(self, rows: Sequence[ModelResult]) -> list[str]:
+        """Plain sentences on the paper's claims, each saying whether this run bears it out."""
+        by = {m.key: r for m, r in zip(MODELS, rows)}
+        teacher, base, seq = by["teacher"], by["baseline"], by["seq-kd"]
+        pruned, beam = by["pruned"], self.preset.beam
+
+        def verdict(ok: bool) -> str:
+            return "as in the paper" if ok else "NOT as in the paper"
+
+        out = []
+        delta = seq.bleu_greedy - base.bleu_greedy
+        text = (f"Seq-KD student greedy {seq.bleu_greedy:.2f} BLEU vs baseline student greedy "
+                f"{base.bleu_greedy:.2f} ({delta:+.2f}; {verdict(delta > 0)})")
+        if seq.multi_bleu_greedy is not None and base.multi_bleu_greedy is not None:
+            m_delta = seq.multi_bleu_greedy - base.multi_bleu_greedy
+            text += (f"; against all registers {seq.multi_bleu_greedy:.2f} vs "
+                     f"{base.multi_bleu_greedy:.2f} ({m_delta:+.2f}; {verdict(m_delta > 0)})")
+        out.append(text + ".")
+        gap_seq = seq.bleu_beam - seq.bleu_greedy
+        gap_base = base.bleu_beam - base.bleu_greedy
+        out.append(f"Beam {beam} minus greedy: {gap_seq:+.2f} BLEU for the Seq-KD student, "
+                   f"{gap_base:+.2f} for the baseline student ("
+                   f"{verdict(gap_seq < gap_base)}: Seq-KD should make beam search nearly "
+                   "unnecessary).")
+        out.append(f"Seq-KD student greedy vs teacher beam {beam}: {seq.bleu_greedy:.2f} vs "
+                   f"{teacher.bleu_beam:.2f} BLEU, {seq.speedup_greedy:.1f}x faster, "
+                   f"{teacher.params / seq.params:.1f}x fewer parameters.")
+        if base.mixing_greedy is not None and seq.mixing_greedy is not None:
+            rates = (f"baseline {base.mixing_greedy:.1%}, Word-KD "
+                     f"{by['word-kd'].mixing_greedy:.1%}, Seq-KD {seq.mixing_greedy:.1%}, "
+                     f"teacher {teacher.mixing_greedy:.1%}")
+            if seq.mixing_greedy < base.mixing_greedy:
+                out.append(
+                    f"Why: greedy outputs that mix words of two registers: {rates}. A student "
+                    "trained on the gold data learns the mixture of registers, and greedy "
+                    "decoding switches between them mid-sentence; the teacher's beam output "
+                    "keeps one register per sentence, and so does the Seq-KD student, more often."
+                )
+            else:
+                out.append(f"Greedy outputs that mix registers: {rates}; Seq-KD did NOT reduce "
+                           "mode mixing in this run.")
+        drop = seq.bleu_greedy - pruned.bleu_greedy
+        out.append(f"Pruned Seq-KD student ({self.preset.prune_ratio:.0%} of the weights "
+                   f"zeroed, retrained): greedy {pruned.bleu_greedy:.2f} BLEU vs "
+                   f"{seq.bleu_greedy:.2f} unpruned ({-drop:+.2f}; {verdict(drop <= 1.0)}: "
+                   f"within 1 BLEU), with {pruned.nonzero:,} non-zero parameters "
+                   f"({teacher.params / max(pruned.nonzero, 1):.0f}x fewer than the teacher).")
+        return out
+
+    def report(self) -> tuple[str, list[ModelResult]]:
+        """Write results.md, results.json and results.png; return the terminal table."""
+        rows, signature = self.results()
+        p = self.preset
+        corpus = ("built-in synthetic corpus "
+                  f"({p.corpus.train:,} training pairs, {p.corpus.registers} registers)"
+                  if self.builtin else f"corpus {self.raw}")
+        table = format_table(rows, beam=p.beam, mixing=self.builtin)
+        diagnostics = ""
+        if self.builtin and rows[0].multi_bleu_greedy is not None:
+            diagnostics = "\n".join([
+                "## The built-in corpus: every register as a reference", "",
+                "Each test source has one reference in a register drawn at random, although "
+                "all registers are correct translations; BLEU against one reference barely "
+                "penalises a sentence that mixes registers. Against every register's rendering "
+                "(sacrebleu with several references) a consistent translation in any register "
+                "scores high and mixing costs n-gram matches.", "",
+                format_table(rows, beam=p.beam, columns=DIAGNOSTIC_COLUMNS),
+            ])
+        stage_rows = [f"| {r.name} | {r.seconds:.0f} | {r.cpu_seconds:.0f} |" for r in self.runs]
+        notes = [
+            f"- Data: {corpus}; joint sentencepiece BPE ({p.vocab_size} pieces); preset "
+            f"`{p.name}`; test set: {self._refs():,} sentences.",
+            f"- Decoding: `fairseq-generate --cpu --batch-size {p.eval_batch_size}` with "
+            f"{self.threads} thread(s), greedy = `--beam 1`, each run alone on the machine as "
+            "far as this demo is concerned; tok/s is fairseq's own `Translated N sentences "
+            "(M tokens) in Xs` (generation time only, no start-up). Speed-up = the teacher's "
+            f"beam-{p.beam} time for the test set divided by the model's, all measured in this "
+            "run (other processes on the machine make these numbers noisy).",
+            "- Parameters are unique weights in the evaluated checkpoint (tied embeddings "
+            "counted once); non-zero excludes pruned weights.",
+        ]
+        if self.builtin:
+            notes.append("- Mixed: share of test outputs that contain register-specific words "
+                         "of two or more registers (`fairseq_seqkd.demo.corpus.mixing_rate`; "
+                         "the references: 0%).")
+        notes += ["", "## Stage times (seconds; a skipped stage shows the run that made it)", "",
+                  f"Up to {self.jobs} stage(s) at a time (decoding alone), {self.threads} "
+                  "thread(s) each. CPU = user + system time of the stage's processes, which "
+                  "other load on the machine inflates far less than wall time.", "",
+                  "| stage | wall | CPU |", "|---|---:|---:|", *stage_rows,
+                  f"| sum | {sum(r.seconds for r in self.runs):.0f} | "
+                  f"{sum(r.cpu_seconds for r in self.runs):.0f} |"]
+        plot_path = self.out / "results.png"
+        plot_results(rows, plot_path, beam=p.beam,
+                     title=f"seqkd-demo ({p.name}): BLEU against decoding speed")
+        text = results_markdown(
+            rows, title="Sequence-level knowledge distillation: demo results",
+            signature=signature, beam=p.beam, mixing=self.builtin, notes=notes,
+            findings=self.findings(rows), plot_name=plot_path.name, diagnostics=diagnostics,
+        )
+        write_text_atomic(self.out / "results.md", text)
+        payload = {"preset": asdict(p), "signature": signature,
+                   "rows": [asdict(r) for r in rows],
+                   "stages": [asdict(r) for r in self.runs]}
+        write_text_atomic(self.out / "results.json",
+                          json.dumps(payload, indent=1, default=str) + "\n")
+        return table + f"\nBLEU: sacrebleu {signature}", rows
+
+    def _refs(self) -> int:
+        return _count_lines(self.raw / "test.tgt")
+
+
+def preset_for(name: str, **overrides: Any) -> Preset:
+    """A preset by name, with fields replaced (e.g. ``teacher_epochs=4``)."""
+    if name not in PRESETS:
+        raise SeqKDError(f"--preset must be one of {', '.join(PRESETS)}, got {name!r}")
+    return replace(PRESETS[name], **overrides)

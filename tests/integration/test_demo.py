@@ -1,0 +1,300 @@
+"""seqkd-demo end to end at the ``ci`` preset, its skip/redo logic, and the report helpers."""
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from fairseq_seqkd.demo.corpus import CorpusSpec, register_of, write_corpus
+from fairseq_seqkd.demo.pipeline import MODELS, PRESETS, Pipeline, all_register_references
+from fairseq_seqkd.demo.report import (
+    ModelResult,
+    bleu,
+    format_table,
+    parse_generate,
+    plot_results,
+)
+from fairseq_seqkd.errors import SeqKDError
+
+from ..conftest import cli, run_cli
+
+slow = pytest.mark.slow
+
+STAGES = [s.name for s in Pipeline("unused", PRESETS["ci"]).stages()]
+
+
+def demo(out: Path, *args: object, check: bool = True):
+    return run_cli("seqkd-demo", "--preset", "ci", "--out", out, "--jobs", "2", *args,
+                   check=check, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "out"
+    start = time.perf_counter()
+    proc = demo(out)
+    return out, proc, time.perf_counter() - start
+
+
+def table_rows(markdown: str) -> tuple[list[str], list[list[str]]]:
+    lines = [ln for ln in markdown.splitlines() if ln.startswith("|")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    assert set(lines[1]) <= set("|-:")
+    rows = []
+    for line in lines[2:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) != len(header):
+            break  # the stage-time table that follows
+        rows.append(cells)
+    return header, rows
+
+
+def count(cell: str) -> float:
+    m = re.fullmatch(r"([\d,.]+)([kM]?)", cell)
+    assert m, cell
+    return float(m.group(1).replace(",", "")) * {"": 1, "k": 1e3, "M": 1e6}[m.group(2)]
+
+
+@slow
+def test_every_stage_ran_and_left_its_artefact(first_run):
+    out, proc, _ = first_run
+    log = proc.stdout
+    for name in STAGES:
+        assert re.search(rf"\] {re.escape(name)}\s+done in \d+s", log), name
+        assert (out / "stamps" / f"{name}.json").is_file()
+        assert (out / "logs" / f"{name}.log").read_text().startswith("$ ") or name == \
+            "sentencepiece"
+    assert not list((out / "stamps").glob("*.started.json"))  # nothing left half-done
+    for split in ("train", "valid", "test"):
+        assert (out / "corpus" / f"{split}.src").is_file()
+        assert (out / "spm" / f"{split}.tgt").is_file()
+    assert (out / "spm" / "spm.model").is_file()
+    for data in ("data-bin", "data-seq-kd", "data-seq-inter"):
+        assert (out / data / "train.src-tgt.tgt.bin").stat().st_size > 0
+    for model in MODELS:
+        assert (out / model.checkpoint).is_file()
+        for beam in (1, 5):
+            text = (out / "eval" / f"{model.key}.beam{beam}.txt").read_text()
+            assert len(re.findall(r"^D-\d+\t", text, flags=re.M)) == 100
+            assert f"beam={beam}" in text
+    # the distilled targets are the teacher's, not the gold ones
+    gold = (out / "data-bin" / "train.src-tgt.tgt.bin").read_bytes()
+    assert (out / "data-seq-kd" / "train.src-tgt.tgt.bin").read_bytes() != gold
+    png = (out / "results.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 10_000
+
+
+@slow
+def test_results_table_has_one_row_per_model_and_numbers_parse(first_run):
+    out, proc, _ = first_run
+    text = (out / "results.md").read_text()
+    header, rows = table_rows(text)
+    assert header == ["model", "params", "non-zero", "BLEU greedy", "BLEU beam 5",
+                      "tok/s greedy", "tok/s beam 5", "speed-up greedy", "speed-up beam 5",
+                      "mixed greedy"]
+    assert [r[0] for r in rows][2:] == [m.label for m in MODELS][2:]
+    assert rows[0][0] == "Teacher (d=32, 1+1 layers)"
+    assert rows[1][0] == "Student (d=16, 1+1 layers), baseline"
+    params = [count(r[1]) for r in rows]
+    nonzero = [count(r[2]) for r in rows]
+    for r in rows:
+        for cell in r[3:5]:
+            assert 0 <= float(cell) <= 100
+        assert count(r[5]) > 0 and count(r[6]) > 0
+        assert re.fullmatch(r"\d+\.\dx", r[7]) and re.fullmatch(r"\d+\.\dx", r[8])
+        assert re.fullmatch(r"\d+\.\d%", r[9])
+    assert rows[0][8] == "1.0x"  # the reference: the teacher with beam search
+    assert params[0] > 2 * params[1]  # the teacher is several times larger
+    assert len(set(params[1:])) == 1  # all students have the same architecture
+    assert nonzero[1] == params[1]
+    assert nonzero[-1] < 0.4 * params[-1]  # 80 % of the weight matrices pruned
+    assert "sacrebleu" in text and "nrefs:1|case:mixed|eff:no|tok:13a" in text
+    assert "## What this run shows" in text and "Seq-KD student greedy" in text
+    diag_header, diag = table_rows(text.split("every register as a reference")[1])
+    assert diag_header[1] == "BLEU greedy, all registers" and len(diag) == len(MODELS)
+    for r in diag:
+        assert 0 <= float(r[1]) <= 100 and re.fullmatch(r"\d+\.\d%", r[4])
+    # the terminal shows the same table and the signature
+    assert rows[3][3] in proc.stdout and "BLEU: sacrebleu nrefs:1" in proc.stdout
+    payload = json.loads((out / "results.json").read_text())
+    assert len(payload["rows"]) == len(MODELS)
+    assert {s["name"] for s in payload["stages"]} == set(STAGES)
+
+
+@slow
+def test_second_run_skips_every_stage(first_run):
+    out, _, first_seconds = first_run
+    table = table_rows((out / "results.md").read_text())
+    start = time.perf_counter()
+    proc = demo(out)
+    seconds = time.perf_counter() - start
+    for name in STAGES:
+        assert re.search(rf"\] {re.escape(name)}\s+skipped: done before", proc.stdout), name
+    assert " started " not in proc.stdout
+    assert seconds < first_seconds / 3
+    assert table_rows((out / "results.md").read_text()) == table  # same numbers
+
+
+@slow
+def test_a_changed_stage_is_redone_with_everything_downstream(first_run, tmp_path):
+    out, _, _ = first_run
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    # what a changed Seq-Inter recipe looks like to the driver: its stamp no longer matches
+    stamp = copy / "stamps" / "seq-inter.json"
+    data = json.loads(stamp.read_text())
+    data["key"]["commands"][0].append("--an-older-option")
+    stamp.write_text(json.dumps(data))
+    proc = demo(copy)
+    redone = set(re.findall(r"\] (\S+)\s+done in", proc.stdout))
+    assert redone == {"seq-inter", "eval-seq-inter"}
+    assert proc.stdout.count("skipped: done before") == len(STAGES) - 2
+
+
+@slow
+def test_interrupted_stage_leaves_nothing_half_written_and_resumes(first_run, tmp_path):
+    out, _, _ = first_run
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    (copy / "stamps" / "eval-teacher.json").unlink()
+    for beam in (1, 5):
+        (copy / "eval" / f"teacher.beam{beam}.txt").unlink()
+    proc = subprocess.Popen(
+        [cli("seqkd-demo"), "--preset", "ci", "--out", str(copy)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    deadline = time.monotonic() + 300
+    while not (copy / "stamps" / "eval-teacher.started.json").exists():
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.2)
+    time.sleep(1.0)  # fairseq-generate is running now
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "interrupted; run it again to resume" in stderr
+    assert not (copy / "stamps" / "eval-teacher.json").exists()
+    assert not list((copy / "eval").glob("teacher.*"))  # no partial output under its name
+    assert not list((copy / "eval").glob(".teacher*"))  # nor a temporary file
+    rerun = demo(copy)
+    assert re.search(r"\] eval-teacher\s+started .*\(resuming\)", rerun.stdout)
+    assert rerun.stdout.count(" started ") == 1
+    assert [r[:5] for r in table_rows((copy / "results.md").read_text())[1]] == \
+        [r[:5] for r in table_rows((out / "results.md").read_text())[1]]  # same BLEU
+
+
+@slow
+def test_user_corpus_errors_are_one_line(tmp_path):
+    proc = run_cli("seqkd-demo", "--corpus", tmp_path / "nope", "--out", tmp_path / "o",
+                   check=False)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1].startswith("seqkd-demo: error: --corpus:")
+    assert "Traceback" not in proc.stderr
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for split in ("train", "valid", "test"):
+        (raw / f"{split}.src").write_text("a b\nc d\n")
+        (raw / f"{split}.tgt").write_text("x y\n" if split == "valid" else "x y\nz w\n")
+    proc = run_cli("seqkd-demo", "--corpus", raw, "--out", tmp_path / "o", check=False)
+    assert proc.returncode == 1
+    assert re.search(r"valid\.src has 2 lines but .*valid\.tgt has 1", proc.stderr)
+    assert not (tmp_path / "o").exists()  # nothing written for bad input
+
+
+@slow
+def test_dry_run_with_a_user_corpus_has_no_corpus_stage(tmp_path):
+    proc = run_cli("seqkd-demo", "--corpus", tmp_path, "--preset", "small", "--dry-run")
+    names = re.findall(r"^# (\S+):", proc.stdout, flags=re.M)
+    assert names[0] == "sentencepiece" and "corpus" not in names
+    assert "--prune-ratio 0.8" in proc.stdout and "seqkd-export" in proc.stdout
+    assert "--encoder-embed-dim 256" in proc.stdout  # the small teacher
+
+
+# ------------------------------------------------------------------ report helpers (no CLI)
+
+GENERATE_LOG = """\
+S-1\tb
+H-1\t-0.5\t▁b
+D-1\t-0.5\tthe cat
+S-0\ta
+D-0\t-0.2\tthe dog
+D-2\t-0.3\t
+2024-01-01 | INFO | fairseq_cli.generate | Translated 3 sentences (7 tokens) in 0.5s \
+(6.00 sentences/s, 14.00 tokens/s)
+Generate test with beam=1: BLEU4 = 1.00
+"""
+
+
+def test_parse_generate_orders_by_id_and_reads_fairseqs_timing():
+    d = parse_generate(GENERATE_LOG)
+    assert d.hypotheses == ["the dog", "the cat", ""]
+    assert (d.sentences, d.tokens) == (3, 7)
+    assert d.seconds == pytest.approx(0.5) and d.tokens_per_second == pytest.approx(14.0)
+    # the time comes from the rates, which have more digits than "in 0.9s"
+    fast = parse_generate(GENERATE_LOG.replace("in 0.5s (6.00 sentences/s, 14.00 tokens/s)",
+                                               "in 0.9s (3.21 sentences/s, 7.49 tokens/s)"))
+    assert fast.seconds == pytest.approx(7 / 7.49) and fast.tokens_per_second == \
+        pytest.approx(7.49)
+
+
+def test_parse_generate_rejects_incomplete_output():
+    with pytest.raises(SeqKDError, match="no 'Translated N sentences"):
+        parse_generate("D-0\t-1\tx\n", "gen.txt")
+    with pytest.raises(SeqKDError, match=r"gen.txt: 2 D- lines for 3 .*missing ids: \[2\]"):
+        parse_generate(GENERATE_LOG.replace("D-2\t-0.3\t\n", ""), "gen.txt")
+    with pytest.raises(SeqKDError, match=r"gen.txt:7: sentence id 1 appears twice"):
+        parse_generate(GENERATE_LOG.replace("D-2\t-0.3\t\n", "D-2\t-0.3\t\nD-1\t0\tx\n"),
+                       "gen.txt")
+
+
+def test_bleu_is_sacrebleus_corpus_bleu():
+    score, signature = bleu(["the cat sat on the mat"] * 2, ["the cat sat on the mat"] * 2)
+    assert score == pytest.approx(100.0)
+    assert signature.startswith("nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:")
+    with pytest.raises(SeqKDError, match="2 hypotheses for 1 references"):
+        bleu(["a", "b"], ["a"])
+
+
+def rows() -> list[ModelResult]:
+    return [
+        ModelResult("Teacher (d=128, 3+3 layers)", 1_234_567, 1_234_567, 45.471, 45.81,
+                    1228.4, 542.2, 2.26, 1.0, 0.007),
+        ModelResult("Seq-KD, pruned", 98_765, 19_753, 40.0, 40.5, 9000.0, 3000.0, 16.6,
+                    5.53, None),
+    ]
+
+
+def test_all_register_references_reproduce_the_corpus(tmp_path):
+    spec = CorpusSpec(train=40, valid=15, test=25, registers=3)
+    write_corpus(tmp_path, spec)
+    refs = all_register_references(spec, tmp_path)
+    gold = (tmp_path / "test.tgt").read_text().splitlines()
+    assert len(refs) == 3 and all(len(r) == 25 for r in refs)
+    assert all(gold[i] in {r[i] for r in refs} for i in range(25))
+    assert all(register_of(r[i]) in (k, None) for k, r in enumerate(refs) for i in range(25))
+    assert all_register_references(replace(spec, seed=2), tmp_path) == []  # another corpus
+
+
+def test_format_table_aligns_columns_and_formats_numbers():
+    table = format_table(rows(), beam=5)
+    lines = table.splitlines()
+    assert len({len(line) for line in lines}) == 1  # every line equally wide
+    header, body = table_rows(table)
+    assert header[4] == "BLEU beam 5" and header[-1] == "mixed greedy"
+    assert body[0][1:] == ["1.23M", "1.23M", "45.47", "45.81", "1,228", "542", "2.3x", "1.0x",
+                           "0.7%"]
+    assert body[1][1:3] == ["99k", "20k"] and body[1][-1] == "-"
+    assert "mixed greedy" not in format_table(rows(), mixing=False)
+
+
+def test_plot_is_written_atomically(tmp_path):
+    path = tmp_path / "plot.png"
+    plot_results(rows(), path)
+    assert path.read_bytes().startswith(b"\x89PNG")
+    assert [p.name for p in tmp_path.iterdir()] == ["plot.png"]
