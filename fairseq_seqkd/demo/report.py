@@ -287,7 +287,8 @@ def plot_results(rows: Sequence[ModelResult], path: str | os.PathLike, beam: int
             ax.plot(x, y, marker, color=color, markersize=8,
                     markerfacecolor="none" if marker == "s" else color)
         if points:
-            ax.annotate(row.name, (points[0][0], points[0][1]), textcoords="offset points",
+            short = re.sub(r" \(.*?\)", "", row.name)  # sizes are in the table
+            ax.annotate(short, (points[0][0], points[0][1]), textcoords="offset points",
                         xytext=(6, 4), fontsize=8, color=color)
     ax.set_xscale("log")
     ax.set_xlabel("decoding speed, target tokens/s (log scale; fairseq-generate --cpu)")
