@@ -46,9 +46,8 @@ from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from fairseq_seqkd.cli.entry import run_main
+from fairseq_seqkd.cli.entry import is_merge, summary_main
 from fairseq_seqkd.distill.generate import (
-    DEFAULT_CHUNK_SIZE,
     ChunkStore,
     _checkpoint_paths,
     _ChunkBatches,
@@ -57,6 +56,7 @@ from fairseq_seqkd.distill.generate import (
     _load_models,
     _plain,
     _quiet,
+    add_chunk_size_argument,
     check_output_path,
     owned_chunks,
     resume_options,
@@ -139,11 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--cache-dtype", choices=tuple(STORAGE), default="float16",
         help="storage of the log-probabilities: float16 (half the bytes) or float32 (exact)",
     )
-    group.add_argument(
-        "--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, metavar="N",
-        help="sentence indices per committed chunk: the unit of resuming and of sharding "
-        "(shards use --num-shards/--shard-id and must share it)",
-    )
+    add_chunk_size_argument(group)
     return parser
 
 
@@ -444,13 +440,9 @@ def merge_cache_shards(directories: Sequence[str], output: str, split: str) -> C
 # ------------------------------------------------------------------ entry point
 
 
-def _is_merge(argv: list[str]) -> bool:
-    return any(a == "--merge-shards" or a.startswith("--merge-shards=") for a in argv)
-
-
 def run(argv: list[str]) -> CacheSummary:
     """Build a cache, or merge shards when ``--merge-shards`` is given; raises SeqKDError."""
-    if _is_merge(argv):
+    if is_merge(argv):
         args = build_merge_parser().parse_args(argv)
         return merge_cache_shards(args.merge_shards, args.output, args.gen_subset)
     return build_cache_argv(argv)
@@ -458,12 +450,7 @@ def run(argv: list[str]) -> CacheSummary:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``seqkd-cache-teacher``; returns the exit status."""
-
-    def work(args: list[str]) -> int:
-        print(run(args).describe(), flush=True)
-        return 0
-
-    return run_main(PROG, work, argv)
+    return summary_main(PROG, run, argv)
 
 
 if __name__ == "__main__":

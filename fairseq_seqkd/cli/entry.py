@@ -4,6 +4,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from ..distill.nbest import NbestFormatError
 from ..errors import SeqKDError
@@ -41,3 +42,18 @@ def run_main(
     except KeyboardInterrupt:
         print(f"\n{prog}: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
+
+
+def is_merge(argv: Sequence[str]) -> bool:
+    """Whether a sharded tool was asked to join its shards (``--merge-shards``)."""
+    return any(a == "--merge-shards" or a.startswith("--merge-shards=") for a in argv)
+
+
+def summary_main(prog: str, run: Callable[[list[str]], Any], argv: Sequence[str] | None) -> int:
+    """``run_main`` for the tools whose ``run`` returns a summary with a ``describe()`` line."""
+
+    def work(args: list[str]) -> int:
+        print(run(args).describe(), flush=True)
+        return 0
+
+    return run_main(prog, work, argv)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from fairseq_seqkd.cli.entry import run_main
+from fairseq_seqkd.cli.entry import is_merge, summary_main
 from fairseq_seqkd.distill.generate import GenerationSummary, generate_nbest, merge_shards
 
 PROG = "seqkd-generate"
@@ -47,13 +47,9 @@ def build_merge_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _is_merge(argv: list[str]) -> bool:
-    return any(a == "--merge-shards" or a.startswith("--merge-shards=") for a in argv)
-
-
 def run(argv: list[str]) -> GenerationSummary:
     """Generate, or merge shards when ``--merge-shards`` is given; raises SeqKDError."""
-    if _is_merge(argv):
+    if is_merge(argv):
         args = build_merge_parser().parse_args(argv)
         return merge_shards(args.merge_shards, args.output, args.expected_size)
     return generate_nbest(argv)
@@ -61,12 +57,7 @@ def run(argv: list[str]) -> GenerationSummary:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``seqkd-generate``; returns the exit status."""
-
-    def work(args: list[str]) -> int:
-        print(run(args).describe(), flush=True)
-        return 0
-
-    return run_main(PROG, work, argv)
+    return summary_main(PROG, run, argv)
 
 
 if __name__ == "__main__":

@@ -315,12 +315,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="n-best file to write (index, rank, score, tokens); skipped sentence indices go "
         "to FILE.skipped, unfinished work to FILE.parts/",
     )
+    add_chunk_size_argument(group)
+    return parser
+
+
+def add_chunk_size_argument(group: Any) -> None:
+    """``--chunk-size``, shared by the tools built on :class:`ChunkStore`."""
     group.add_argument(
         "--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, metavar="N",
         help="sentence indices per committed chunk: the unit of resuming and of sharding "
         "(shards use --num-shards/--shard-id and must share it)",
     )
-    return parser
 
 
 def parse_generation_args(argv: Sequence[str]) -> tuple[DictConfig, argparse.Namespace]:
