@@ -2,6 +2,7 @@
 
 import os
 import random
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -91,6 +92,16 @@ def train(data: Path, save_dir: Path, *args: object, epochs: int = 3, dim: int =
         "fairseq-train", data, "--user-dir", PLUGIN, *model_args(dim), *TRAIN_ARGS,
         "--max-epoch", epochs, "--save-dir", save_dir, *args, **kw,
     )
+
+
+def epoch_losses(log: str, split: str = "train") -> list[dict[str, float]]:
+    """The per-epoch ``| train | epoch N | loss ...`` rows of a fairseq-train log."""
+    rows = []
+    for line in log.splitlines():
+        m = re.search(rf"\| {split} \| epoch \d+ \| (.*)", line)
+        if m:
+            rows.append({k: float(v) for k, v in re.findall(r"(\w+) ([-\d.]+)", m.group(1))})
+    return rows
 
 
 @pytest.fixture(scope="session")

@@ -57,6 +57,7 @@ from fairseq_seqkd.distill.generate import (
     _plain,
     _quiet,
     add_chunk_size_argument,
+    check_chunked_options,
     check_output_path,
     owned_chunks,
     resume_options,
@@ -149,17 +150,9 @@ def parse_args(argv: Sequence[str]) -> tuple[DictConfig, argparse.Namespace]:
 
 
 def _check_options(cfg: DictConfig, args: argparse.Namespace) -> None:
-    if cfg.common_eval.path is None:
-        raise SeqKDError("--path is required: a teacher checkpoint, or several joined by ':'")
     if args.kd_topk < 1:
         raise SeqKDError(f"--kd-topk must be >= 1, got {args.kd_topk}")
-    if args.chunk_size < 1:
-        raise SeqKDError(f"--chunk-size must be >= 1, got {args.chunk_size}")
-    shards, shard = cfg.dataset.num_shards, cfg.dataset.shard_id
-    if shards < 1 or not 0 <= shard < shards:
-        raise SeqKDError(f"--shard-id must be in [0, --num-shards {shards}), got {shard}")
-    if cfg.dataset.max_tokens is None and cfg.dataset.batch_size is None:
-        cfg.dataset.max_tokens = 12000  # fairseq-generate's default
+    check_chunked_options(cfg, args)
 
 
 def cache_options(cfg: DictConfig, args: argparse.Namespace, device: str) -> dict[str, Any]:

@@ -24,6 +24,7 @@ import threading
 import time
 from collections.abc import Sequence
 
+from fairseq_seqkd.cli.entry import run_main
 from fairseq_seqkd.demo.pipeline import PRESETS, Pipeline, preset_for
 from fairseq_seqkd.errors import SeqKDError
 
@@ -104,16 +105,7 @@ def _run(argv: Sequence[str] | None) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``seqkd-demo``; returns the exit status."""
-    try:
-        return _run(argv)
-    except SystemExit as exc:  # --help
-        return exc.code if isinstance(exc.code, int) else 0
-    except SeqKDError as exc:
-        print(f"{PROG}: error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"\n{PROG}: interrupted; run it again to resume", file=sys.stderr)
-        return 130
+    return run_main(PROG, _run, argv)
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ def run_main(
         print(f"{prog}: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"\n{prog}: interrupted; run the same command again to resume", file=sys.stderr)
+        print(f"\n{prog}: interrupted; run it again to resume", file=sys.stderr)
         return 130
 
 

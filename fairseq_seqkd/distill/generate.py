@@ -334,7 +334,8 @@ def parse_generation_args(argv: Sequence[str]) -> tuple[DictConfig, argparse.Nam
     return convert_namespace_to_omegaconf(args), args
 
 
-def _check_options(cfg: DictConfig, args: argparse.Namespace) -> None:
+def check_chunked_options(cfg: DictConfig, args: argparse.Namespace) -> None:
+    """Checks shared by the tools that run a teacher over chunks (and fairseq's batch default)."""
     if cfg.common_eval.path is None:
         raise SeqKDError("--path is required: a teacher checkpoint, or several joined by ':'")
     if args.chunk_size < 1:
@@ -342,13 +343,17 @@ def _check_options(cfg: DictConfig, args: argparse.Namespace) -> None:
     shards, shard = cfg.dataset.num_shards, cfg.dataset.shard_id
     if shards < 1 or not 0 <= shard < shards:
         raise SeqKDError(f"--shard-id must be in [0, --num-shards {shards}), got {shard}")
+    if cfg.dataset.max_tokens is None and cfg.dataset.batch_size is None:
+        cfg.dataset.max_tokens = 12000  # fairseq-generate's default
+
+
+def _check_options(cfg: DictConfig, args: argparse.Namespace) -> None:
+    check_chunked_options(cfg, args)
     gen = cfg.generation
     if gen.nbest < 1 or gen.nbest > gen.beam:
         raise SeqKDError(f"--nbest must be in [1, --beam {gen.beam}], got {gen.nbest}")
     if gen.sampling and gen.nbest != gen.beam:
         raise SeqKDError("--sampling needs --nbest equal to --beam (fairseq's rule)")
-    if cfg.dataset.max_tokens is None and cfg.dataset.batch_size is None:
-        cfg.dataset.max_tokens = 12000  # fairseq-generate's default
     if cfg.common_eval.post_process:
         logger.warning(
             "--post-process/--remove-bpe is ignored: the n-best keeps the teacher's subwords"

@@ -23,6 +23,7 @@ from fairseq_seqkd.errors import SeqKDError
 from ..conftest import (
     PLUGIN,
     TRAIN_ARGS,
+    epoch_losses,
     model_args,
     preprocess,
     run_cli,
@@ -204,15 +205,6 @@ def test_teacher_with_other_dictionaries_is_refused(teacher_ckpt, tmp_path, caps
 # ---------------------------------------------------------------------------- training
 
 
-def epoch_rows(log: str, split: str = "train") -> list[dict[str, float]]:
-    rows = []
-    for line in log.splitlines():
-        m = re.search(rf"\| {split} \| epoch \d+ \| (.*)", line)
-        if m:
-            rows.append({k: float(v) for k, v in re.findall(r"(\w+) ([-\d.]+)", m.group(1))})
-    return rows
-
-
 def test_stock_fairseq_trains_and_generates_on_the_distilled_data(kd_dir, tmp_path):
     kd, _ = kd_dir
     save = tmp_path / "student"
@@ -220,7 +212,7 @@ def test_stock_fairseq_trains_and_generates_on_the_distilled_data(kd_dir, tmp_pa
     proc = run_cli("fairseq-train", kd, "--task", "translation", *model_args(16), *TRAIN_ARGS,
                    "--criterion", "label_smoothed_cross_entropy", "--max-epoch", "2",
                    "--save-dir", save)
-    rows = epoch_rows(proc.stdout + proc.stderr)
+    rows = epoch_losses(proc.stdout + proc.stderr)
     assert len(rows) == 2 and rows[1]["loss"] < rows[0]["loss"]
     # fairseq 0.12 cannot torch.load its own checkpoints under torch >= 2.6 (weights_only);
     # the plugin allow-lists what they pickle, so generation loads it
@@ -239,7 +231,7 @@ def test_interpolation_trains_and_logs_both_nlls(toy_bin, kd_dir, tmp_path):
         "--save-dir", tmp_path / "inter",
     )
     log = proc.stdout + proc.stderr
-    train, valid = epoch_rows(log), epoch_rows(log, "valid")
+    train, valid = epoch_losses(log), epoch_losses(log, "valid")
     assert len(train) == 3 and train[-1]["loss"] < train[0]["loss"]
     assert train[-1]["distilled_nll_loss"] < train[0]["distilled_nll_loss"]
     assert "distilled_nll_loss" not in valid[0]  # validation: the gold term only

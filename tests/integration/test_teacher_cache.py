@@ -24,13 +24,13 @@ from ..conftest import (
     PLUGIN,
     TRAIN_ARGS,
     cli,
+    epoch_losses,
     model_args,
     preprocess,
     run_cli,
     train,
     write_toy_corpus,
 )
-from .test_word_kd import epoch_losses
 
 pytestmark = pytest.mark.slow
 

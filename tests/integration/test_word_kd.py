@@ -19,6 +19,7 @@ from ..conftest import (
     PLUGIN,
     TRAIN_ARGS,
     cli,
+    epoch_losses,
     model_args,
     preprocess,
     run_cli,
@@ -177,15 +178,6 @@ def test_cli_errors_are_one_line_before_training(toy_bin, other_teacher, tmp_pat
         assert last.startswith("fairseq-seqkd: error: --teacher-path") or expected in last
         assert expected in last and "Traceback" not in proc.stderr
         assert not (tmp_path / "save" / "checkpoint_last.pt").exists()
-
-
-def epoch_losses(log: str, split: str = "train") -> list[dict[str, float]]:
-    rows = []
-    for line in log.splitlines():
-        m = re.search(rf"\| {split} \| epoch \d+ \| (.*)", line)
-        if m:
-            rows.append({k: float(v) for k, v in re.findall(r"(\w+) ([-\d.]+)", m.group(1))})
-    return rows
 
 
 def test_selective_distillation_restricts_the_kd_term(toy_bin, teacher_ckpt):
