@@ -25,7 +25,8 @@ import time
 from collections.abc import Sequence
 
 from fairseq_seqkd.cli.entry import run_main
-from fairseq_seqkd.demo.pipeline import PRESETS, Pipeline, preset_for
+from fairseq_seqkd.demo.pipeline import Pipeline
+from fairseq_seqkd.demo.presets import PRESETS, preset_for
 from fairseq_seqkd.errors import SeqKDError
 
 PROG = "seqkd-demo"

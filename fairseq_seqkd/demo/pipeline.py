@@ -39,12 +39,13 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
 from ..errors import SeqKDError
 from .corpus import CorpusSpec, mixing_rate
+from .presets import Arch, Preset
 from .report import (
     DIAGNOSTIC_COLUMNS,
     ModelResult,
@@ -58,107 +59,14 @@ from .report import (
 
 __all__ = [
     "MODELS",
-    "PRESETS",
-    "Arch",
     "ModelSpec",
     "Pipeline",
-    "Preset",
     "Stage",
     "StageRun",
 ]
 
 SPLITS = ("train", "valid", "test")
 SRC, TGT = "src", "tgt"
-
-
-@dataclass(frozen=True)
-class Arch:
-    """A fairseq ``transformer`` with shared embeddings."""
-
-    dim: int
-    layers: int
-    heads: int
-    ffn: int
-
-    def args(self) -> list[str]:
-        return [
-            "--arch", "transformer", "--share-all-embeddings",
-            "--encoder-layers", str(self.layers), "--decoder-layers", str(self.layers),
-            "--encoder-embed-dim", str(self.dim), "--decoder-embed-dim", str(self.dim),
-            "--encoder-ffn-embed-dim", str(self.ffn), "--decoder-ffn-embed-dim", str(self.ffn),
-            "--encoder-attention-heads", str(self.heads),
-            "--decoder-attention-heads", str(self.heads),
-        ]  # fmt: skip
-
-    def describe(self) -> str:
-        return f"d={self.dim}, {self.layers}+{self.layers} layers"
-
-
-@dataclass(frozen=True)
-class Preset:
-    """Model sizes and training budget. ``corpus`` sizes the built-in corpus only."""
-
-    name: str
-    corpus: CorpusSpec
-    vocab_size: int  # joint sentencepiece BPE vocabulary
-    teacher: Arch
-    student: Arch
-    teacher_epochs: int
-    student_epochs: int
-    prune_epochs: int
-    teacher_lr: float
-    student_lr: float
-    prune_lr: float
-    warmup: int
-    max_tokens: int
-    teacher_dropout: float = 0.1
-    student_dropout: float = 0.1
-    label_smoothing: float = 0.1
-    kd_alpha: float = 0.5
-    beam: int = 5  # teacher beam for seqkd-build and the "beam" column
-    inter_nbest: int = 5  # n-best size scored against the reference by Seq-Inter
-    prune_ratio: float = 0.8
-    prune_warmup: int = 20  # retraining starts from a trained model: short warmup
-    eval_batch_size: int = 64
-    build_batch_size: int = 128
-
-
-PRESETS: dict[str, Preset] = {
-    # seconds, for the test suite: the pipeline runs, the numbers mean little
-    "ci": Preset(
-        name="ci",
-        corpus=CorpusSpec(train=1200, valid=100, test=100),
-        vocab_size=300,
-        teacher=Arch(32, 1, 2, 64),
-        student=Arch(16, 1, 2, 32),
-        teacher_epochs=5, student_epochs=3, prune_epochs=1,
-        teacher_lr=0.01, student_lr=0.01, prune_lr=0.003, warmup=20,
-        max_tokens=1000, eval_batch_size=50, build_batch_size=200,
-    ),
-    # the default: `make demo` in under 10 minutes on 2 CPU cores
-    "tiny": Preset(
-        name="tiny",
-        corpus=CorpusSpec(train=15000, valid=500, test=1000),
-        vocab_size=1000,
-        teacher=Arch(128, 2, 4, 256),
-        student=Arch(64, 1, 4, 128),
-        teacher_epochs=12, student_epochs=8, prune_epochs=10,
-        teacher_lr=0.005, student_lr=0.005, prune_lr=0.005, warmup=200,
-        max_tokens=4096, teacher_dropout=0.0, student_dropout=0.0,
-    ),
-    # the shape of the hand-made Multi30k baseline (../shared/PEERS.md), for --corpus with real
-    # data; not timed in this project yet (expect well over an hour on 2 cores)
-    "small": Preset(
-        name="small",
-        corpus=CorpusSpec(train=30000, valid=1000, test=1000),
-        vocab_size=8000,
-        teacher=Arch(256, 3, 4, 1024),
-        student=Arch(128, 2, 4, 512),
-        teacher_epochs=12, student_epochs=15, prune_epochs=5,
-        teacher_lr=0.002, student_lr=0.002, prune_lr=0.001, warmup=400,
-        max_tokens=4096, student_dropout=0.2, teacher_dropout=0.3,
-    ),
-}
 
 
 @dataclass(frozen=True)
@@ -890,10 +798,3 @@ class Pipeline:
 
     def _refs(self) -> int:
         return _count_lines(self.raw / "test.tgt")
-
-
-def preset_for(name: str, **overrides: Any) -> Preset:
-    """A preset by name, with fields replaced (e.g. ``teacher_epochs=4``)."""
-    if name not in PRESETS:
-        raise SeqKDError(f"--preset must be one of {', '.join(PRESETS)}, got {name!r}")
-    return replace(PRESETS[name], **overrides)

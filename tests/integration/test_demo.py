@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from fairseq_seqkd.demo.corpus import CorpusSpec, register_of, write_corpus
-from fairseq_seqkd.demo.pipeline import MODELS, PRESETS, Pipeline, all_register_references
+from fairseq_seqkd.demo.pipeline import MODELS, Pipeline, all_register_references
+from fairseq_seqkd.demo.presets import PRESETS
 from fairseq_seqkd.demo.report import (
     ModelResult,
     bleu,
