@@ -42,6 +42,7 @@ setup(
             "seqkd-prune=fairseq_seqkd.cli.prune:main",
             "seqkd-export=fairseq_seqkd.cli.export:main",
             "seqkd-demo=fairseq_seqkd.cli.demo:main",
+            "seqkd-benchmark=fairseq_seqkd.cli.benchmark:main",
             "seqkd-cache-teacher=fairseq_seqkd.cli.cache_teacher:main",
         ],
     },

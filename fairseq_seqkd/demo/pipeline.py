@@ -231,6 +231,18 @@ class Pipeline:
         self.spm = self.out / "spm"
         self.data = self.out / "data-bin"
         self.runs: list[StageRun] = []
+        # further test sets, raw ``NAME.{src,tgt}`` beside the corpus's test split; fairseq-
+        # preprocess binarizes them as test1, test2, ... (see ``subset``)
+        self.extra_tests: tuple[str, ...] = ()
+
+    @property
+    def test_sets(self) -> tuple[str, ...]:
+        return ("test", *self.extra_tests)
+
+    def subset(self, test_set: str) -> str:
+        """fairseq's name of a test set: ``test``, then ``test1``, ``test2``, ..."""
+        index = self.test_sets.index(test_set)
+        return "test" if index == 0 else f"test{index}"
 
     # ------------------------------------------------------------------ stage list
 
@@ -279,12 +291,14 @@ class Pipeline:
             "--workers", str(self.threads),
         ]  # fmt: skip
 
-    def _generate(self, model: ModelSpec, beam: int) -> list[str]:
+    def _generate(self, model: ModelSpec, beam: int, test_set: str = "test",
+                  batch_size: int | None = None) -> list[str]:
+        batch_size = self.preset.eval_batch_size if batch_size is None else batch_size
         return [
             _bin("fairseq-generate"), str(self.data),
             *(["--user-dir", self.plugin] if model.plugin else []),
-            "--path", str(self.out / model.checkpoint), "--gen-subset", "test",
-            "--beam", str(beam), "--nbest", "1", "--batch-size", str(self.preset.eval_batch_size),
+            "--path", str(self.out / model.checkpoint), "--gen-subset", self.subset(test_set),
+            "--beam", str(beam), "--nbest", "1", "--batch-size", str(batch_size),
             "--max-len-a", "1.5", "--max-len-b", "10",
             "--remove-bpe", "sentencepiece", "--cpu", "--num-workers", "0",
             # fairseq drops a last batch that is not a multiple of this (8 by default;
@@ -292,9 +306,10 @@ class Pipeline:
             "--required-batch-size-multiple", "1",
         ]  # fmt: skip
 
-    def eval_file(self, model: ModelSpec, beam: int) -> Path:
-        """fairseq-generate's output (stdout and log) for one model and beam."""
-        return self.out / "eval" / f"{model.key}.beam{beam}.txt"
+    def eval_file(self, model: ModelSpec, beam: int, test_set: str = "test") -> Path:
+        """fairseq-generate's output (stdout and log) for one model, beam and test set."""
+        stem = model.key if test_set == "test" else f"{model.key}.{test_set}"
+        return self.out / "eval" / f"{stem}.beam{beam}.txt"
 
     def stages(self) -> list[Stage]:
         p = self.preset
@@ -321,17 +336,19 @@ class Pipeline:
         }  # fmt: skip
         stages.append(Stage(
             "sentencepiece", f"joint BPE model, {p.vocab_size} pieces",
-            [], [self.spm / "spm.model", *(self.spm / f"{s}.{lang}" for s in SPLITS
+            [], [self.spm / "spm.model", *(self.spm / f"{s}.{lang}" for s in self._splits()
                                            for lang in (SRC, TGT))],
             deps=prep_deps, clean=[self.spm],
             func=lambda log: self._sentencepiece(spm_opts, log),
-            func_key={"sentencepiece": spm_opts, "raw": str(self.raw)},
+            func_key={"sentencepiece": spm_opts, "raw": str(self.raw),
+                      **({"extra_tests": list(self.extra_tests)} if self.extra_tests else {})},
         ))
         stages.append(Stage(
             "preprocess", "fairseq-preprocess, joined dictionary",
             [[_bin("fairseq-preprocess"), "--source-lang", SRC, "--target-lang", TGT,
               "--trainpref", str(self.spm / "train"), "--validpref", str(self.spm / "valid"),
-              "--testpref", str(self.spm / "test"), "--destdir", str(self.data),
+              "--testpref", ",".join(str(self.spm / t) for t in self.test_sets),
+              "--destdir", str(self.data),
               "--joined-dictionary", "--workers", str(self.threads)]],
             [self.data / "dict.src.txt", self.data / "test.src-tgt.tgt.bin"],
             deps=["sentencepiece"], clean=[self.data],
@@ -414,6 +431,9 @@ class Pipeline:
 
     # ------------------------------------------------------------------ in-process steps
 
+    def _splits(self) -> tuple[str, ...]:
+        return (*SPLITS, *self.extra_tests)
+
     def _sentencepiece(self, opts: dict[str, Any], log: TextIO) -> None:
         """Train the joint model and encode every split, each file written atomically."""
         import sentencepiece as spm
@@ -423,7 +443,7 @@ class Pipeline:
         log.flush()
         spm.SentencePieceTrainer.train(**opts, minloglevel=1)
         processor = spm.SentencePieceProcessor(model_file=str(self.spm / "spm.model"))
-        for split in SPLITS:
+        for split in self._splits():
             for lang in (SRC, TGT):
                 src = self.raw / f"{split}.{lang}"
                 lines = src.read_text(encoding="utf-8").split("\n")

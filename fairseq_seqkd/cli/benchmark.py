@@ -1,0 +1,97 @@
+"""``seqkd-benchmark``: the paper's Table 1, divergences, pruning and speed on a real corpus.
+
+Examples::
+
+    seqkd-benchmark --corpus ../shared/data/multi30k-en-de --out runs/multi30k \\
+        --doc docs/results/multi30k.md              # about 2 hours on 2 CPU cores
+    seqkd-benchmark --corpus DIR --dry-run          # print every stage's commands
+    seqkd-benchmark --corpus DIR --report-only      # write the page from what is done
+
+Every stage is skipped when its output is complete, and a killed run continues where it
+stopped (fairseq-train resumes from checkpoint_last.pt). The page lists the exact commands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+
+from fairseq_seqkd.cli.demo import _cores, _Parser, _terminate
+from fairseq_seqkd.cli.entry import run_main
+from fairseq_seqkd.demo.benchmark import BENCHMARK_PRESETS, Benchmark
+from fairseq_seqkd.errors import SeqKDError
+
+PROG = "seqkd-benchmark"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description=__doc__.split("\n\n")[0],
+                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                     epilog=__doc__.split("\n\n", 1)[1])
+    parser.add_argument("--corpus", required=True, metavar="DIR",
+                        help="raw parallel text: train/valid/test.{src,tgt}, and optionally "
+                        "further test sets test_*.{src,tgt}")
+    parser.add_argument("--out", default="runs/benchmark", metavar="DIR",
+                        help="working directory: data, checkpoints, logs (default: "
+                        "runs/benchmark)")
+    parser.add_argument("--preset", default="multi30k", choices=sorted(BENCHMARK_PRESETS),
+                        help="model sizes and epochs: multi30k (default) or ci (seconds, tests)")
+    parser.add_argument("--doc", metavar="FILE.md",
+                        help="also write the results page here, its plot beside it (.png) and "
+                        "the stage logs in FILE-logs/ (paths shown as $OUT)")
+    parser.add_argument("--threads", type=int, default=1, metavar="N",
+                        help="CPU threads per fairseq process (default 1)")
+    parser.add_argument("--jobs", type=int, default=max(1, min(_cores(), 4)), metavar="N",
+                        help="independent stages run at once (default: the CPU cores, at most "
+                        "4); the speed stage always runs alone")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--dry-run", action="store_true",
+                      help="print the stages and their commands, run nothing")
+    mode.add_argument("--report-only", action="store_true",
+                      help="write the results from the stages done so far, run nothing")
+    return parser
+
+
+def _run(argv: Sequence[str] | None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.threads < 1:
+        raise SeqKDError(f"--threads must be >= 1, got {args.threads}")
+    if args.jobs < 1:
+        raise SeqKDError(f"--jobs must be >= 1, got {args.jobs}")
+    bench = Benchmark(args.out, BENCHMARK_PRESETS[args.preset], corpus=args.corpus,
+                      threads=args.threads, jobs=args.jobs)
+    if args.dry_run:
+        for stage in bench.stages():
+            print(f"# {stage.name}: {stage.description}")
+            for command in stage.commands:
+                print(shlex.join(command))
+        return 0
+    begin = time.perf_counter()
+    if not args.report_only:
+        print(f"{PROG}: preset {args.preset}, corpus {args.corpus}, {args.jobs} job(s) x "
+              f"{args.threads} thread(s) -> {args.out}", flush=True)
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, _terminate)
+        bench.run()
+    table, _ = bench.report(doc=args.doc)
+    print()
+    print(table)
+    where = os.path.join(args.out, "results.md") + (f" and {args.doc}" if args.doc else "")
+    print(f"\n{PROG}: done in {time.perf_counter() - begin:.0f}s; results in {where}",
+          flush=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``seqkd-benchmark``; returns the exit status."""
+    return run_main(PROG, _run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

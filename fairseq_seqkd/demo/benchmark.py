@@ -1,0 +1,581 @@
+"""``seqkd-benchmark``: every row of Kim & Rush (2016) Table 1 on a real corpus, with pruning,
+beyond-the-paper divergences and CPU decoding speed, written up as one Markdown page.
+
+It is the demo's stage driver (:class:`~fairseq_seqkd.demo.pipeline.Pipeline`: stamps, resumption,
+logs, parallel stages) with a longer stage list:
+
+* teacher and student on the gold data (``label_smoothed_cross_entropy``);
+* the teacher's top-k distributions cached once per training set with ``seqkd-cache-teacher``
+  (gold, Seq-KD and Seq-Inter targets), so every word-level row trains at the cost of the
+  baseline instead of running the teacher beside each student; Word-KD here is therefore the
+  top-k (default 8) truncation of the paper's full-vocabulary Word-KD;
+* Seq-KD (teacher beam output) and Seq-Inter (the teacher's n-best hypothesis closest to the
+  reference by sentence BLEU) data with ``seqkd-build``;
+* the "X + Seq-Inter" rows fine-tune model X on the Seq-Inter data, as the paper does; the
+  Word-KD rows keep ``word_kd`` while fine-tuning; the teacher is fine-tuned the same way;
+* word-level rows with ``reverse_kl``, ``js`` and ``tvd`` in place of KL;
+* the Seq-KD student pruned class-blind at several ratios and retrained on the Seq-KD data;
+* each model decoded greedily and with beam search on every test set, then one exclusive
+  stage times the teacher and the student architecture, batched and one sentence at a time.
+
+Extra test sets are the corpus directory's ``test_*.{src,tgt}`` pairs (Multi30k: test_2017_flickr,
+test_2018_flickr); fairseq-preprocess binarizes them as ``test1``, ``test2``, ...
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shlex
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import SeqKDError
+from .corpus import CorpusSpec
+from .pipeline import MODELS, SRC, TGT, ModelSpec, Pipeline, Stage, _bin, _count_lines
+from .presets import Arch, Preset
+from .report import ModelResult, bleu, plot_results, read_generate, write_text_atomic
+
+__all__ = ["BENCHMARK_PRESETS", "Benchmark", "BenchmarkPreset"]
+
+
+@dataclass(frozen=True)
+class BenchmarkPreset(Preset):
+    """A demo preset plus the benchmark's fine-tuning, cache, pruning and speed settings."""
+
+    finetune_epochs: int = 2
+    finetune_lr: float = 0.0005
+    kd_topk: int = 8
+    prune_ratios: tuple[float, ...] = (0.5, 0.8, 0.9)
+    divergences: tuple[str, ...] = ("reverse_kl", "js", "tvd")
+    cache_max_tokens: int = 4096
+
+
+BENCHMARK_PRESETS: dict[str, BenchmarkPreset] = {
+    # every stage in seconds on a few hundred generated sentences: proves the wiring (CI)
+    "ci": BenchmarkPreset(
+        name="ci",
+        corpus=CorpusSpec(train=200, valid=40, test=40),
+        vocab_size=200,
+        teacher=Arch(32, 1, 2, 64),
+        student=Arch(16, 1, 2, 32),
+        teacher_epochs=2, student_epochs=1, prune_epochs=1, finetune_epochs=1,
+        teacher_lr=0.01, student_lr=0.01, prune_lr=0.003, warmup=10,
+        max_tokens=1000, eval_batch_size=40, build_batch_size=100, prune_ratios=(0.5, 0.9),
+    ),
+    # Multi30k en-de on 2 CPU cores: teacher ~7M parameters, students ~1.6M (~4x fewer), the
+    # whole benchmark sized to finish in about 2 hours with 2 stages at a time
+    "multi30k": BenchmarkPreset(
+        name="multi30k",
+        corpus=CorpusSpec(),
+        vocab_size=5000,
+        teacher=Arch(256, 3, 4, 1024),
+        student=Arch(128, 2, 4, 512),
+        teacher_epochs=8, student_epochs=6, prune_epochs=2, finetune_epochs=2,
+        teacher_lr=0.0015, student_lr=0.002, prune_lr=0.0005, finetune_lr=0.0005,
+        warmup=400, max_tokens=2048, teacher_dropout=0.2, student_dropout=0.1,
+        eval_batch_size=64, build_batch_size=128,
+    ),
+}
+
+
+def _model(key: str, label: str, stage: str | None = None) -> ModelSpec:
+    return ModelSpec(key, label, stage or key, f"models/{key}/checkpoint_best.pt")
+
+
+#: The paper's Table 1, in its order (teachers first).
+TABLE1: tuple[ModelSpec, ...] = (
+    MODELS[0],
+    _model("teacher-seq-inter", "Teacher + Seq-Inter"),
+    MODELS[1],
+    MODELS[2],
+    MODELS[3],
+    _model("baseline-seq-inter", "Baseline + Seq-Inter"),
+    _model("word-kd-seq-inter", "Word-KD + Seq-Inter"),
+    _model("seq-kd-seq-inter", "Seq-KD + Seq-Inter"),
+    MODELS[5],
+    _model("all-three", "Seq-KD + Seq-Inter + Word-KD"),
+)
+_SEQ_KD = MODELS[3]
+
+
+def _divergence_model(divergence: str) -> ModelSpec:
+    return _model(f"word-kd-{divergence}", f"Word-KD, {divergence}")
+
+
+def _pruned_model(ratio: float) -> ModelSpec:
+    return _model(f"pruned-{round(100 * ratio)}", f"Seq-KD, pruned {ratio:.0%}")
+
+
+def extra_test_sets(corpus: Path) -> tuple[str, ...]:
+    """``test_*`` pairs beside a corpus's train/valid/test, checked for equal line counts."""
+    names = []
+    for src in sorted(corpus.glob("test_*.src")):
+        tgt = src.with_suffix(".tgt")
+        if not tgt.is_file():
+            raise SeqKDError(f"--corpus: {src} has no {tgt.name} beside it")
+        if _count_lines(src) != _count_lines(tgt):
+            raise SeqKDError(f"--corpus: {src} and {tgt} differ in line count")
+        names.append(src.stem)
+    return tuple(names)
+
+
+class Benchmark(Pipeline):
+    """Table 1, divergences, pruning and speed for one corpus and preset."""
+
+    preset: BenchmarkPreset
+
+    def __init__(self, out: str | os.PathLike, preset: BenchmarkPreset,
+                 corpus: str | os.PathLike, threads: int = 1, jobs: int = 1, **kwargs: Any):
+        super().__init__(out, preset, corpus=corpus, threads=threads, jobs=jobs, **kwargs)
+        self.extra_tests = extra_test_sets(self.raw) if self.raw.is_dir() else ()
+        p = preset
+        self.divergence_models = tuple(_divergence_model(d) for d in p.divergences)
+        self.pruned_models = tuple(_pruned_model(r) for r in p.prune_ratios)
+        self.models = (*TABLE1, *self.divergence_models, *self.pruned_models)
+
+    # ------------------------------------------------------------------ commands
+
+    def _cache(self, data: Path, cache: Path) -> list[str]:
+        p = self.preset
+        return [
+            _bin("seqkd-cache-teacher"), str(data), "--user-dir", self.plugin,
+            "--path", str(self.out / MODELS[0].checkpoint), "--gen-subset", "train",
+            "--kd-topk", str(p.kd_topk), "--max-tokens", str(p.cache_max_tokens),
+            "--cpu", "--num-workers", "0", "--no-progress-bar", "--output", str(cache),
+        ]  # fmt: skip
+
+    def _cached_word_kd(self, cache: Path, divergence: str = "kl") -> list[str]:
+        p = self.preset
+        return [
+            "--task", "translation_kd", "--teacher-cache", str(cache), "--criterion", "word_kd",
+            "--label-smoothing", str(p.label_smoothing), "--kd-alpha", str(p.kd_alpha),
+            "--kd-topk", str(p.kd_topk), "--kd-divergence", divergence,
+        ]  # fmt: skip
+
+    def _finetune(self, data: Path, model: ModelSpec, start: ModelSpec, *extra: str,
+                  arch: Arch | None = None) -> list[str]:
+        p = self.preset
+        teacher = arch is not None
+        return self._train(
+            data, model.key, arch or p.student, p.finetune_epochs, p.finetune_lr,
+            p.teacher_dropout if teacher else p.student_dropout, *extra,
+            "--finetune-from-model", str(self.out / start.checkpoint), warmup=p.prune_warmup,
+        )
+
+    # ------------------------------------------------------------------ stages
+
+    def stages(self) -> list[Stage]:
+        """Preparation, then models in order of importance, each followed by its decoding, so
+        that a run cut short still has complete rows; the speed stage last, alone."""
+        p, out = self.preset, self.out
+        by_key = {m.key: m for m in self.models}
+        base = {s.name: s for s in super().stages()}
+        stages = [base["sentencepiece"], base["preprocess"], base["teacher"], base["baseline"]]
+        seqkd_data, inter_data = out / "data-seq-kd", out / "data-seq-inter"
+        caches = {name: out / f"cache-{name}" for name in ("gold", "seq-kd", "seq-inter")}
+
+        def model_stage(model: ModelSpec, description: str, command: list[str],
+                        deps: list[str]) -> Stage:
+            save = out / "models" / model.key
+            return Stage(model.key, description, [command], [save / "checkpoint_best.pt"],
+                         deps=deps, clean=[save])
+
+        def cache_stage(name: str, data: Path, deps: list[str]) -> Stage:
+            cache = caches[name]
+            return Stage(f"cache-{name}", f"teacher top-{p.kd_topk} cache on the {name} targets",
+                         [self._cache(data, cache)], [cache / "train.cache.json"],
+                         deps=[*deps, "teacher"], clean=[cache])
+
+        ls = self._ls()
+        stages += [
+            base["build-seq-kd"],
+            base["seq-kd"],
+            cache_stage("gold", self.data, ["preprocess"]),
+            model_stage(by_key["word-kd"], f"Word-KD student (cached top-{p.kd_topk})",
+                        self._student(self.data, "word-kd", *self._cached_word_kd(caches["gold"])),
+                        ["cache-gold"]),
+            base["build-seq-inter"],
+            model_stage(by_key["seq-kd-seq-inter"], "Seq-KD student fine-tuned on Seq-Inter",
+                        self._finetune(inter_data, by_key["seq-kd-seq-inter"], _SEQ_KD, *ls),
+                        ["seq-kd", "build-seq-inter"]),
+            cache_stage("seq-kd", seqkd_data, ["build-seq-kd"]),
+            model_stage(by_key["seq-kd-word-kd"], "Seq-KD + Word-KD student",
+                        self._student(seqkd_data, "seq-kd-word-kd",
+                                      *self._cached_word_kd(caches["seq-kd"])),
+                        ["cache-seq-kd"]),
+            model_stage(by_key["baseline-seq-inter"], "baseline fine-tuned on Seq-Inter",
+                        self._finetune(inter_data, by_key["baseline-seq-inter"], MODELS[1], *ls),
+                        ["baseline", "build-seq-inter"]),
+            cache_stage("seq-inter", inter_data, ["build-seq-inter"]),
+            model_stage(by_key["word-kd-seq-inter"], "Word-KD student fine-tuned on Seq-Inter",
+                        self._finetune(inter_data, by_key["word-kd-seq-inter"], MODELS[2],
+                                       *self._cached_word_kd(caches["seq-inter"])),
+                        ["word-kd", "cache-seq-inter"]),
+            model_stage(by_key["all-three"], "Seq-KD + Word-KD student fine-tuned on Seq-Inter",
+                        self._finetune(inter_data, by_key["all-three"], MODELS[5],
+                                       *self._cached_word_kd(caches["seq-inter"])),
+                        ["seq-kd-word-kd", "cache-seq-inter"]),
+            model_stage(by_key["teacher-seq-inter"], "teacher fine-tuned on Seq-Inter",
+                        self._finetune(inter_data, by_key["teacher-seq-inter"], MODELS[0], *ls,
+                                       arch=p.teacher),
+                        ["teacher", "build-seq-inter"]),
+        ]
+        for ratio, model in zip(p.prune_ratios, self.pruned_models, strict=True):
+            stages.append(model_stage(
+                model, f"Seq-KD student pruned {ratio:.0%} class-blind, retrained",
+                self._student(seqkd_data, model.key, *ls, "--task", "translation_kd",
+                              "--prune-ratio", str(ratio), "--prune-scheme", "class-blind",
+                              "--finetune-from-model", str(out / _SEQ_KD.checkpoint),
+                              epochs=p.prune_epochs, lr=p.prune_lr, warmup=p.prune_warmup),
+                ["seq-kd"]))
+        for divergence, model in zip(p.divergences, self.divergence_models, strict=True):
+            stages.append(model_stage(
+                model, f"word-level KD with {divergence} (cached top-{p.kd_topk})",
+                self._student(self.data, model.key,
+                              *self._cached_word_kd(caches["gold"], divergence)),
+                ["cache-gold"]))
+        ordered: list[Stage] = []
+        for stage in stages:  # each model's decoding right after it
+            ordered.append(stage)
+            if stage.name in by_key:
+                ordered.append(self._eval_stage(by_key[stage.name]))
+        ordered.append(self._speed_stage())
+        return ordered
+
+    def _eval_stage(self, model: ModelSpec) -> Stage:
+        beams = (1, self.preset.beam)
+        runs = [(t, b) for t in self.test_sets for b in beams]
+        files = [self.eval_file(model, b, t) for t, b in runs]
+        return Stage(f"eval-{model.key}", f"decode {', '.join(self.test_sets)}: {model.label}",
+                     [self._generate(model, b, t) for t, b in runs], files, deps=[model.stage],
+                     clean=files, mkdirs=[self.out / "eval"], captures=list(files))
+
+    def speed_runs(self) -> list[tuple[ModelSpec, int, int]]:
+        """(model, beam, batch size) timed by the speed stage; the students share one
+        architecture, so the Seq-KD student stands for all of them."""
+        p = self.preset
+        return [(m, beam, batch) for batch in (p.eval_batch_size, 1)
+                for m, beam in ((MODELS[0], p.beam), (MODELS[0], 1), (_SEQ_KD, 1),
+                                (_SEQ_KD, p.beam))]
+
+    def speed_file(self, model: ModelSpec, beam: int, batch: int) -> Path:
+        return self.out / "speed" / f"{model.key}.beam{beam}.batch{batch}.txt"
+
+    def _speed_stage(self) -> Stage:
+        runs = self.speed_runs()
+        files = [self.speed_file(*run) for run in runs]
+        return Stage(
+            "speed", f"decoding speed on {self.test_sets[0]}, alone: teacher and student, "
+            f"batch {self.preset.eval_batch_size} and 1",
+            [self._generate(m, beam, batch_size=batch) for m, beam, batch in runs], files,
+            deps=["teacher", _SEQ_KD.stage], clean=files, mkdirs=[self.out / "speed"],
+            captures=list(files), exclusive=True,
+        )
+
+    # ------------------------------------------------------------------ results
+
+    def _references(self, test_set: str) -> list[str]:
+        lines = (self.raw / f"{test_set}.{TGT}").read_text(encoding="utf-8").split("\n")
+        return lines[:-1] if lines and lines[-1] == "" else lines
+
+    def scores(self) -> tuple[dict[str, dict[str, Any]], str]:
+        """Per model key: parameters and, per test set and beam, BLEU (``None`` where that
+        model or decoding is not done yet); also sacrebleu's signature."""
+        from ..cli.prune import parameter_counts
+        from ..teacher import load_checkpoint_state
+
+        refs = {t: self._references(t) for t in self.test_sets}
+        beam, signature = self.preset.beam, ""
+        table: dict[str, dict[str, Any]] = {}
+        for model in self.models:
+            entry: dict[str, Any] = {"params": None, "nonzero": None}
+            checkpoint = self.out / model.checkpoint
+            if checkpoint.exists():
+                state = load_checkpoint_state(str(checkpoint), "--path")
+                entry["params"], entry["nonzero"] = parameter_counts(state["model"])
+            hyps = {}
+            for test_set in self.test_sets:
+                for b in (1, beam):
+                    path = self.eval_file(model, b, test_set)
+                    score = None
+                    if path.exists():
+                        hyps[test_set, b] = read_generate(path).hypotheses
+                        score, signature = bleu(hyps[test_set, b], refs[test_set])
+                    entry[f"{test_set}.beam{b}"] = score
+            first = self.test_sets[0]
+            if (first, 1) in hyps and (first, beam) in hyps:
+                greedy, beamed = hyps[first, 1], hyps[first, beam]
+                entry["same"] = sum(g == b for g, b in zip(greedy, beamed)) / max(len(greedy), 1)
+            else:
+                entry["same"] = None
+            table[model.key] = entry
+        return table, signature
+
+    def speeds(self) -> list[dict[str, Any]]:
+        rows = []
+        for model, beam, batch in self.speed_runs():
+            path = self.speed_file(model, beam, batch)
+            if not path.exists():
+                continue
+            run = read_generate(path)
+            rows.append({"model": model.key, "beam": beam, "batch": batch,
+                         "sentences": run.sentences, "tokens": run.tokens,
+                         "seconds": run.seconds, "tok_s": run.tokens_per_second,
+                         "sent_s": run.sentences_per_second})
+        return rows
+
+    def report(self, doc: str | os.PathLike | None = None) -> tuple[str, list[ModelResult]]:
+        """Write results.md, .json and .png in the output directory (and the page and plot to
+        ``doc`` when given) from whatever is done; return the terminal table."""
+        scores, signature = self.scores()
+        speeds = self.speeds()
+        page, rows = self._page(scores, speeds, signature, plot_name="results.png")
+        plot_results(rows, self.out / "results.png", beam=self.preset.beam,
+                     title=f"seqkd-benchmark ({self.raw.name}): test BLEU against decoding speed")
+        write_text_atomic(self.out / "results.md", page)
+        payload = {"preset": asdict(self.preset), "signature": signature, "scores": scores,
+                   "speeds": speeds, "stages": [asdict(r) for r in self.runs]}
+        write_text_atomic(self.out / "results.json",
+                          json.dumps(payload, indent=1, default=str) + "\n")
+        if doc is not None:
+            doc = Path(doc)
+            doc.parent.mkdir(parents=True, exist_ok=True)
+            plot = doc.with_suffix(".png")
+            shutil.copyfile(self.out / "results.png", plot)
+            write_text_atomic(doc, self._page(scores, speeds, signature, plot.name)[0])
+            logs = doc.with_name(f"{doc.stem}-logs")
+            logs.mkdir(exist_ok=True)
+            for log in sorted((self.out / "logs").glob("*.log")):
+                write_text_atomic(logs / log.name, self._portable(log.read_text("utf-8")))
+            write_text_atomic(logs / "results.json",
+                              json.dumps(self._portable(payload), indent=1, default=str) + "\n")
+        return self._table1(scores), rows
+
+    # ------------------------------------------------------------------ the page
+
+    def _doc_command(self, command: list[str]) -> str:
+        """A command as a user would type it from the repository root."""
+        text = shlex.join([Path(command[0]).name, *command[1:]])
+        return self._portable(text).replace(self.plugin, "fairseq_seqkd")
+
+    def _table1(self, scores: dict[str, dict[str, Any]]) -> str:
+        beam, first = self.preset.beam, self.test_sets[0]
+        base = scores["baseline"][f"{first}.beam1"]
+        header = ["model", "params", f"{first} greedy", f"{first} beam {beam}",
+                  "greedy vs baseline", "greedy = beam",
+                  *(f"{t} greedy / beam {beam}" for t in self.extra_tests)]
+        body = []
+        for model in TABLE1:
+            s = scores[model.key]
+            g = s[f"{first}.beam1"]
+            delta = ("" if g is None or base is None or model.key == "baseline"
+                     else f"{g - base:+.2f}")
+            body.append([self._label(model), _count(s["params"]), _num(g),
+                         _num(s[f"{first}.beam{beam}"]), delta, _pct(s["same"]),
+                         *(f"{_num(s[f'{t}.beam1'])} / {_num(s[f'{t}.beam{beam}'])}"
+                           for t in self.extra_tests)])
+        return _markdown_table(header, body)
+
+    def _label(self, model: ModelSpec) -> str:
+        p = self.preset
+        if model.key == "teacher":
+            return f"Teacher ({p.teacher.describe()})"
+        if model.key == "baseline":
+            return f"Student ({p.student.describe()}), baseline"
+        return model.label
+
+    def _page(self, scores: dict[str, dict[str, Any]], speeds: list[dict[str, Any]],
+              signature: str, plot_name: str) -> tuple[str, list[ModelResult]]:
+        p, first, beam = self.preset, self.test_sets[0], self.preset.beam
+        tok_s = {(r["model"], r["beam"], r["batch"]): r["tok_s"] for r in speeds}
+        rows = []  # for the plot: Table-1 models at their architecture's batched speed
+        for model in TABLE1:
+            s = scores[model.key]
+            arch = "teacher" if model.key.startswith("teacher") else _SEQ_KD.key
+            if s[f"{first}.beam1"] is None:
+                continue
+            rows.append(ModelResult(
+                self._label(model), s["params"] or 0, s["nonzero"] or 0, s[f"{first}.beam1"],
+                s[f"{first}.beam{beam}"] if s[f"{first}.beam{beam}"] is not None else math.nan,
+                tok_s.get((arch, 1, p.eval_batch_size), math.nan),
+                tok_s.get((arch, beam, p.eval_batch_size), math.nan)))
+        parts = [
+            f"# Sequence-level knowledge distillation on {self.raw.name}", "",
+            "Kim & Rush (2016), reproduced with fairseq-seqkd on 2 CPU cores. Every number "
+            f"below comes from the run whose logs are beside this page; BLEU is sacrebleu "
+            f"`{signature}` against the raw references.", "",
+            f"## Table 1 (BLEU on {', '.join(self.test_sets)})", "",
+            self._table1(scores), "",
+            f"*greedy = beam*: share of {first} sentences whose greedy output equals the beam-"
+            f"{beam} output. *greedy vs baseline*: greedy BLEU minus the baseline student's. "
+            "Word-KD rows use the teacher's top-"
+            f"{p.kd_topk} distribution per position (from `seqkd-cache-teacher`), not the full "
+            "vocabulary. \"X + Seq-Inter\": model X fine-tuned on the Seq-Inter data.", "",
+            *self._findings(scores, speeds), "",
+            f"![test BLEU against decoding speed]({plot_name})", "",
+            "## Word-level divergences (beyond the paper)", "",
+            self._divergence_table(scores), "",
+            "## Pruning the Seq-KD student (class-blind, retrained on the Seq-KD data)", "",
+            self._pruning_table(scores), "",
+            f"## Decoding speed on {first} (CPU, fairseq-generate, {self.threads} thread(s))", "",
+            self._speed_table(speeds), "",
+            "Measured by one stage that runs alone after all training, with fairseq's own "
+            "timing (`Translated N sentences (M tokens) in Xs`: generation only, no start-up). "
+            "All students share one architecture, so the Seq-KD student's speed stands for "
+            "every student row; speed-up is against the teacher with beam "
+            f"{beam} at the same batch size.", "",
+            *self._how(), "",
+        ]
+        return "\n".join(parts), rows
+
+    def _findings(self, scores: dict[str, dict[str, Any]],
+                  speeds: list[dict[str, Any]]) -> list[str]:
+        p, first, beam = self.preset, self.test_sets[0], self.preset.beam
+        g = {k: v[f"{first}.beam1"] for k, v in scores.items()}
+        b = {k: v[f"{first}.beam{beam}"] for k, v in scores.items()}
+        out = ["## Targets (issue 6) against this run", ""]
+
+        def line(text: str, ok: bool | None) -> None:
+            verdict = "not measured yet" if ok is None else ("met" if ok else "MISSED")
+            out.append(f"- {text}: **{verdict}**")
+
+        students = [m.key for m in TABLE1[2:]]
+        done = [k for k in students if g[k] is not None]
+        if done and b["teacher"] is not None:
+            best = max(done, key=lambda k: g[k])
+            gap = b["teacher"] - g[best]
+            line(f"best student greedy within 0.5 BLEU of the teacher with beam {beam} "
+                 f"({_label_of(best)} {g[best]:.2f} vs {b['teacher']:.2f}, {-gap:+.2f})",
+                 gap <= 0.5)
+        else:
+            line(f"best student greedy within 0.5 BLEU of the teacher with beam {beam}", None)
+        ok = None
+        text = "Seq-KD student greedy at least 2 BLEU above the baseline student greedy"
+        if g["seq-kd"] is not None and g["baseline"] is not None:
+            delta = g["seq-kd"] - g["baseline"]
+            ok = delta >= 2
+            text += f" ({g['seq-kd']:.2f} vs {g['baseline']:.2f}, {delta:+.2f})"
+        line(text, ok)
+        ok, text = None, "Seq-KD greedy-vs-beam gap at most 0.3 BLEU"
+        if g["seq-kd"] is not None and b["seq-kd"] is not None:
+            gap = b["seq-kd"] - g["seq-kd"]
+            ok = gap <= 0.3
+            base_gap = (f"; baseline {b['baseline'] - g['baseline']:+.2f}"
+                        if g["baseline"] is not None and b["baseline"] is not None else "")
+            text += f" (beam minus greedy {gap:+.2f}{base_gap})"
+        line(text, ok)
+        ok, text = None, "80% pruned within 0.3 BLEU of unpruned (greedy)"
+        if "pruned-80" in g and g["pruned-80"] is not None and g["seq-kd"] is not None:
+            ok = g["seq-kd"] - g["pruned-80"] <= 0.3
+            text += f" ({g['pruned-80']:.2f} vs {g['seq-kd']:.2f})"
+        line(text, ok)
+        ok, text = None, f"student greedy at least 13x the teacher's beam-{beam} tokens/s"
+        by = {(r["model"], r["beam"], r["batch"]): r["tok_s"] for r in speeds}
+        ratios = []
+        for batch in (p.eval_batch_size, 1):
+            t, s = by.get(("teacher", beam, batch)), by.get((_SEQ_KD.key, 1, batch))
+            if t and s:
+                ratios.append(f"{s / t:.1f}x at batch {batch}")
+                ok = (ok is not False) and s / t >= 13
+        if ratios:
+            text += f" ({', '.join(ratios)})"
+        line(text, ok)
+        return out
+
+    def _divergence_table(self, scores: dict[str, dict[str, Any]]) -> str:
+        first, beam = self.test_sets[0], self.preset.beam
+        header = ["word-level divergence", f"{first} greedy", f"{first} beam {beam}",
+                  *(f"{t} greedy" for t in self.extra_tests)]
+        models = [(MODELS[2], "kl (Word-KD above)"),
+                  *((m, m.key.removeprefix("word-kd-")) for m in self.divergence_models)]
+        body = [[name, _num(scores[m.key][f"{first}.beam1"]),
+                 _num(scores[m.key][f"{first}.beam{beam}"]),
+                 *(_num(scores[m.key][f"{t}.beam1"]) for t in self.extra_tests)]
+                for m, name in models]
+        return _markdown_table(header, body)
+
+    def _pruning_table(self, scores: dict[str, dict[str, Any]]) -> str:
+        first, beam = self.test_sets[0], self.preset.beam
+        header = ["model", "params", "non-zero", f"{first} greedy", f"{first} beam {beam}"]
+        body = [[m.label, _count(scores[m.key]["params"]), _count(scores[m.key]["nonzero"]),
+                 _num(scores[m.key][f"{first}.beam1"]), _num(scores[m.key][f"{first}.beam{beam}"])]
+                for m in (_SEQ_KD, *self.pruned_models)]
+        return _markdown_table(header, body)
+
+    def _speed_table(self, speeds: list[dict[str, Any]]) -> str:
+        beam = self.preset.beam
+        reference = {r["batch"]: r["seconds"] for r in speeds
+                     if r["model"] == "teacher" and r["beam"] == beam}
+        header = ["model", "beam", "batch", "sentences/s", "tokens/s",
+                  f"speed-up vs teacher beam {beam}"]
+        body = []
+        for r in speeds:
+            who = "teacher" if r["model"] == "teacher" else "student (every row)"
+            ref = reference.get(r["batch"])
+            body.append([who, str(r["beam"]), str(r["batch"]), f"{r['sent_s']:,.1f}",
+                         f"{r['tok_s']:,.0f}",
+                         f"{ref / r['seconds']:.1f}x" if ref and r["seconds"] else "-"])
+        return _markdown_table(header, body) if body else "(not measured yet)"
+
+    def _how(self) -> list[str]:
+        p = self.preset
+        counts = {t: _count_lines(self.raw / f"{t}.{SRC}") for t in ("train", *self.test_sets)}
+        stages = self.stages()
+        out = [
+            "## How it was run", "",
+            f"- Corpus `{self.raw}`: {counts['train']:,} training pairs; test sets "
+            + ", ".join(f"{t} ({counts[t]:,})" for t in self.test_sets)
+            + f"; joint sentencepiece BPE, {p.vocab_size} pieces.",
+            f"- Preset `{p.name}`: teacher {p.teacher.describe()} (ffn {p.teacher.ffn}, "
+            f"{p.teacher_epochs} epochs, lr {p.teacher_lr}), students {p.student.describe()} "
+            f"(ffn {p.student.ffn}, {p.student_epochs} epochs, lr {p.student_lr}); fine-tuning "
+            f"{p.finetune_epochs} epochs at lr {p.finetune_lr}; pruning retrains "
+            f"{p.prune_epochs} epochs; `--max-tokens {p.max_tokens}`, Adam, inverse-sqrt "
+            f"warm-up {p.warmup}; checkpoint_best by validation loss; Seq-KD data from teacher "
+            f"beam {p.beam}, Seq-Inter from its {p.inter_nbest}-best; kd-alpha {p.kd_alpha}.",
+            f"- Stages ran up to {self.jobs} at a time with {self.threads} thread(s) each "
+            "(the speed stage alone). Tuning used validation loss only; no test-set choices.",
+            "", "| stage | wall s | CPU s |", "|---|---:|---:|",
+        ]
+        for stage in stages:  # from the stamps: the run that made each stage
+            try:
+                stamp = json.loads(self._stamp_path(stage.name).read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            out.append(f"| {stage.name} | {stamp['seconds']:.0f} | {stamp['cpu_seconds']:.0f} |")
+        out += ["", "<details><summary>Every command, in stage order ($OUT is the output "
+                "directory)</summary>", "", "```"]
+        for stage in stages:
+            out.append(f"# {stage.name}: {stage.description}")
+            out += [self._doc_command(c) for c in stage.commands]
+            if stage.func_key is not None:
+                out.append(f"# in-process: {json.dumps(self._portable(stage.func_key))}")
+        out += ["```", "</details>"]
+        return out
+
+
+def _label_of(key: str) -> str:
+    return next(m.label for m in TABLE1 if m.key == key)
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def _count(value: int | None) -> str:
+    return "-" if value is None else f"{value:,}"
+
+
+def _markdown_table(header: list[str], body: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |",
+             "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in body]
+    return "\n".join(lines)

@@ -1,0 +1,156 @@
+"""seqkd-benchmark (the Multi30k driver) end to end on 200 generated sentences at the ``ci``
+preset: every stage wires up, the page has every table, a second run skips everything."""
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from fairseq_seqkd.demo.benchmark import BENCHMARK_PRESETS, TABLE1, Benchmark
+from fairseq_seqkd.demo.corpus import CorpusSpec, write_corpus
+
+from ..conftest import run_cli
+
+slow = pytest.mark.slow
+PRESET = BENCHMARK_PRESETS["ci"]
+SENTENCES = 40  # per test set
+
+
+def make_corpus(directory: Path) -> Path:
+    """200 training pairs, valid, test and a second test set ``test_extra``."""
+    write_corpus(directory, CorpusSpec(train=200, valid=SENTENCES, test=SENTENCES))
+    for lang in ("src", "tgt"):
+        shutil.copyfile(directory / f"valid.{lang}", directory / f"test_extra.{lang}")
+    return directory
+
+
+def benchmark(corpus: Path, out: Path, *args: object, check: bool = True):
+    return run_cli("seqkd-benchmark", "--preset", "ci", "--corpus", corpus, "--out", out,
+                   "--jobs", "2", *args, check=check, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bench")
+    corpus = make_corpus(root / "corpus")
+    proc = benchmark(corpus, root / "out", "--doc", root / "doc" / "bench.md")
+    return root, proc
+
+
+def tables(markdown: str) -> list[tuple[list[str], list[list[str]]]]:
+    """Every Markdown table of a page: (header, rows)."""
+    found, lines = [], markdown.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("|") and i + 1 < len(lines) and set(lines[i + 1]) <= set("|-:"):
+            if i > 0 and lines[i - 1].startswith("|"):
+                continue
+            header = [c.strip() for c in line.strip("|").split("|")]
+            rows = []
+            for row in lines[i + 2:]:
+                if not row.startswith("|"):
+                    break
+                rows.append([c.strip() for c in row.strip("|").split("|")])
+            found.append((header, rows))
+    return found
+
+
+@slow
+def test_every_stage_ran_and_every_model_was_decoded(first_run):
+    root, proc = first_run
+    out = root / "out"
+    bench = Benchmark(out, PRESET, corpus=root / "corpus")
+    assert bench.test_sets == ("test", "test_extra")
+    names = [s.name for s in bench.stages()]
+    assert len(names) == len(set(names))
+    for name in names:
+        assert re.search(rf"\] {re.escape(name)}\s+done in \d+s", proc.stdout), name
+    assert not list((out / "stamps").glob("*.started.json"))
+    # the second test set went through sentencepiece and fairseq-preprocess as test1
+    assert (out / "data-bin" / "test1.src-tgt.src.bin").stat().st_size > 0
+    for model in bench.models:
+        assert (out / model.checkpoint).is_file(), model.key
+        for test_set in bench.test_sets:
+            for beam in (1, PRESET.beam):
+                text = bench.eval_file(model, beam, test_set).read_text()
+                assert len(re.findall(r"^D-\d+\t", text, flags=re.M)) == SENTENCES
+                assert f"Translated {SENTENCES} sentences" in text
+    for name in ("gold", "seq-kd", "seq-inter"):
+        assert (out / f"cache-{name}" / "train.cache.json").is_file()
+    # word-level rows read the cache (no teacher beside the student); fine-tuned rows start
+    # from the model they extend
+    word_kd = (out / "logs" / "word-kd-js.log").read_text()
+    assert "--teacher-cache" in word_kd and "--kd-divergence js" in word_kd
+    assert "--teacher-path" not in word_kd
+    all_three = (out / "logs" / "all-three.log").read_text()
+    assert "models/seq-kd-word-kd/checkpoint_best.pt" in all_three
+    assert "data-seq-inter" in all_three and "cache-seq-inter" in all_three
+    speed = sorted(p.name for p in (out / "speed").iterdir())
+    assert len(speed) == 8 and "teacher.beam5.batch1.txt" in speed
+
+
+@slow
+def test_results_page_has_every_table(first_run):
+    root, proc = first_run
+    page = (root / "doc" / "bench.md").read_text()
+    assert page == (root / "out" / "results.md").read_text().replace(
+        "results.png", "bench.png")
+    found = tables(page)
+    table1, divergences, pruning, speed = found[0], found[1], found[2], found[3]
+    header, rows = table1
+    assert header[:6] == ["model", "params", "test greedy", "test beam 5",
+                          "greedy vs baseline", "greedy = beam"]
+    assert header[6] == "test_extra greedy / beam 5"
+    assert [r[0] for r in rows][3:] == [m.label for m in TABLE1][3:]
+    for row in rows:
+        assert 0 <= float(row[2]) <= 100 and 0 <= float(row[3]) <= 100
+        assert re.fullmatch(r"\d+\.\d%", row[5])
+        assert re.fullmatch(r"[\d.]+ / [\d.]+", row[6])
+    params = [int(r[1].replace(",", "")) for r in rows]
+    assert params[0] == params[1] > 2 * params[2] and len(set(params[2:])) == 1
+    assert [r[0] for r in divergences[1]] == ["kl (Word-KD above)", "reverse_kl", "js", "tvd"]
+    nonzero = {r[0]: int(r[2].replace(",", "")) / int(r[1].replace(",", ""))
+               for r in pruning[1]}
+    assert nonzero["Seq-KD"] == 1.0
+    assert nonzero["Seq-KD, pruned 90%"] < nonzero["Seq-KD, pruned 50%"] < 0.75
+    assert len(speed[1]) == 8 and speed[1][0][:3] == ["teacher", "5", "40"]
+    assert speed[1][0][5] == "1.0x"
+    assert "## Targets (issue 6) against this run" in page and page.count("**") >= 10
+    assert "nrefs:1|case:mixed|eff:no|tok:13a" in page
+    # exact commands, written as a user would type them, without this machine's paths
+    commands = page.split("<details>")[1]
+    assert "\nfairseq-train $OUT/data-bin --user-dir fairseq_seqkd" in commands
+    assert "seqkd-cache-teacher $OUT/data-bin" in commands and str(root / "out") not in page
+    logs = root / "doc" / "bench-logs"
+    assert (logs / "teacher.log").read_text().startswith("$ ")
+    assert str(root / "out") not in (logs / "results.json").read_text()
+    assert (root / "doc" / "bench.png").read_bytes().startswith(b"\x89PNG")
+    payload = json.loads((root / "out" / "results.json").read_text())
+    assert set(payload["scores"]) == {m.key for m in Benchmark(
+        root / "out", PRESET, corpus=root / "corpus").models}
+    assert rows[4][2] in proc.stdout  # the terminal shows Table 1
+
+
+@slow
+def test_second_run_skips_every_stage_and_report_only_runs_nothing(first_run):
+    root, _ = first_run
+    proc = benchmark(root / "corpus", root / "out")
+    assert "started" not in proc.stdout and proc.stdout.count("skipped: done before") >= 30
+    proc = benchmark(root / "corpus", root / "out", "--report-only")
+    assert "skipped" not in proc.stdout and "| Seq-KD |" in proc.stdout
+
+
+def test_bad_corpus_gets_one_line_error(tmp_path):
+    corpus = make_corpus(tmp_path / "corpus")
+    (corpus / "test_extra.tgt").write_text("one line\n")
+    proc = benchmark(corpus, tmp_path / "out", check=False)
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last == (f"seqkd-benchmark: error: --corpus: {corpus / 'test_extra.src'} and "
+                    f"{corpus / 'test_extra.tgt'} differ in line count")
+    (corpus / "test_extra.tgt").unlink()
+    proc = benchmark(corpus, tmp_path / "out", check=False)
+    assert proc.stderr.strip().splitlines()[-1].endswith("has no test_extra.tgt beside it")
+    proc = benchmark(tmp_path / "missing", tmp_path / "out", check=False)
+    assert "--corpus" in proc.stderr.strip().splitlines()[-1] and proc.returncode != 0
