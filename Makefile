@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # torch 2.13.0 CPU build; for CUDA install a CUDA torch into $(VENV) before `make`.
 TORCH ?= torch==2.13.0
 
-.PHONY: venv test lint demo clean
+.PHONY: venv test lint demo multi30k clean
 
 venv: $(VENV)/.installed
 
@@ -27,6 +27,10 @@ lint: venv
 
 demo: venv
 	$(VENV)/bin/seqkd-demo
+
+# the Multi30k benchmark of docs/results/multi30k.md (about 2 hours on 2 CPU cores, resumable)
+multi30k: venv
+	examples/multi30k/run.sh
 
 clean:
 	rm -rf $(VENV) demo-out *.egg-info

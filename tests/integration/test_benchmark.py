@@ -2,8 +2,10 @@
 preset: every stage wires up, the page has every table, a second run skips everything."""
 
 import json
+import os
 import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -11,7 +13,9 @@ import pytest
 from fairseq_seqkd.demo.benchmark import BENCHMARK_PRESETS, TABLE1, Benchmark
 from fairseq_seqkd.demo.corpus import CorpusSpec, write_corpus
 
-from ..conftest import run_cli
+from ..conftest import cli, run_cli
+
+REPO = Path(__file__).resolve().parents[2]
 
 slow = pytest.mark.slow
 PRESET = BENCHMARK_PRESETS["ci"]
@@ -33,9 +37,16 @@ def benchmark(corpus: Path, out: Path, *args: object, check: bool = True):
 
 @pytest.fixture(scope="module")
 def first_run(tmp_path_factory):
+    """The benchmark's recipe, examples/multi30k/run.sh, on the generated corpus."""
     root = tmp_path_factory.mktemp("bench")
     corpus = make_corpus(root / "corpus")
-    proc = benchmark(corpus, root / "out", "--doc", root / "doc" / "bench.md")
+    env = {**os.environ, "OUT": str(root / "out"), "DOC": str(root / "doc" / "bench.md"),
+           "OMP_NUM_THREADS": "1", "PATH": f"{Path(cli('seqkd-benchmark')).parent}:"
+           + os.environ.get("PATH", "")}
+    proc = subprocess.run([str(REPO / "examples" / "multi30k" / "run.sh"), str(corpus),
+                           "--preset", "ci", "--jobs", "2"], capture_output=True, text=True,
+                          env=env, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
     return root, proc
 
 
