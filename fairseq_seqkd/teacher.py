@@ -93,6 +93,42 @@ def embedding_rows(state: dict[str, Any], side: str) -> int | None:
     return None
 
 
+def check_teacher_dictionaries(
+    path: str,
+    state: dict[str, Any],
+    dictionaries: Sequence[Dictionary | None],
+    data_name: str | Sequence[str],
+    data_dir: str | None = None,
+    langs: tuple[str, str] = ("src", "tgt"),
+) -> tuple[Dictionary, Dictionary] | None:
+    """Refuse a teacher trained with other (source, target) dictionaries than the data's.
+
+    Compares the teacher's ``dict.*.txt`` symbol by symbol when they can be found (returned),
+    else only its embedding sizes, with a warning. ``None`` in ``dictionaries``: side unused.
+    ``data_name`` names the data in errors, once or per side.
+    """
+    sides = ("source", "target")
+    names = (data_name, data_name) if isinstance(data_name, str) else tuple(data_name)
+    found = teacher_dictionaries(path, state, data_dir, *langs)
+    if found is not None:
+        for side, theirs, ours, name in zip(sides, found, dictionaries, names):
+            if ours is not None:
+                check_same_dictionary(side, theirs, f"teacher {path}", ours, name)
+        return found
+    for side, ours, name in zip(sides, dictionaries, names):
+        rows = embedding_rows(state, side)
+        if ours is not None and rows is not None and rows != len(ours):
+            raise SeqKDError(
+                f"{side} dictionaries differ: teacher {path} has {rows} symbols, "
+                f"{name} has {len(ours)}"
+            )
+    logger.warning(
+        "teacher %s: the dict.*.txt files it was trained with were not found (pass their "
+        "directory); only the vocabulary sizes were checked against %s", path, names[-1],
+    )
+    return None
+
+
 class FrozenTeacher:
     """One or more fairseq models in eval mode, never trained, moved to the student lazily."""
 
@@ -115,34 +151,16 @@ class FrozenTeacher:
         models, first = [], None
         for path in paths:
             state = load_checkpoint_state(path)
-            dicts = teacher_dictionaries(path, state, data_dir, src_lang, tgt_lang)
-            if dicts is not None:
-                if first is not None:
-                    for side, a, b in zip(("source", "target"), first[1], dicts):
-                        check_same_dictionary(
-                            f"ensemble member {side}", b, path, a, first[0]
-                        )
-                else:
-                    first = (path, dicts)
-                for side, teacher_d, student_d in zip(
-                    ("source", "target"), dicts, (src_dict, tgt_dict)
-                ):
-                    check_same_dictionary(
-                        side, teacher_d, f"teacher {path}", student_d, "the student's data"
-                    )
-            else:
-                for side, student_d in (("source", src_dict), ("target", tgt_dict)):
-                    rows = embedding_rows(state, side)
-                    if rows is not None and rows != len(student_d):
-                        raise SeqKDError(
-                            f"{side} dictionaries differ: teacher {path} has {rows} symbols, "
-                            f"the student's data has {len(student_d)}"
-                        )
-                logger.warning(
-                    "teacher %s: its dict.*.txt files were not found (pass --teacher-data); "
-                    "only the vocabulary sizes were checked",
-                    path,
-                )
+            if first is not None:  # members disagreeing with each other: say that first
+                dicts = teacher_dictionaries(path, state, data_dir, src_lang, tgt_lang)
+                for side, a, b in zip(("source", "target"), first[1], dicts or ()):
+                    check_same_dictionary(f"ensemble member {side}", b, path, a, first[0])
+            dicts = check_teacher_dictionaries(
+                path, state, (src_dict, tgt_dict), "the student's data", data_dir,
+                (src_lang, tgt_lang),
+            )
+            if dicts is not None and first is None:
+                first = (path, dicts)
             model = task.build_model(state["cfg"]["model"], from_checkpoint=True)
             model.load_state_dict(state["model"], strict=True, model_cfg=state["cfg"]["model"])
             models.append(model)

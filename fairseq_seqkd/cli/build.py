@@ -312,30 +312,14 @@ def _teacher_paths(spec: str) -> list[str]:
 
 def check_teacher_dictionaries(paths: Sequence[str], data: DataBin) -> None:
     """The teacher must have been trained with the data's dictionaries (same symbols, order)."""
-    from fairseq_seqkd.teacher import (
-        check_same_dictionary,
-        embedding_rows,
-        load_checkpoint_state,
-        teacher_dictionaries,
-    )
+    from fairseq_seqkd.teacher import check_teacher_dictionaries as check
+    from fairseq_seqkd.teacher import load_checkpoint_state
 
     for path in paths:
         state = load_checkpoint_state(path, "--teacher")
-        dicts = teacher_dictionaries(path, state, None, data.src, data.tgt)
-        sides = (("source", data.src_dict, data.dict_files[data.src]),
-                 ("target", data.tgt_dict, data.dict_files[data.tgt]))
-        if dicts is not None:
-            for (side, data_dict, data_file), teacher_dict in zip(sides, dicts):
-                check_same_dictionary(side, teacher_dict, f"teacher {path}", data_dict,
-                                      f"--data {data_file}")
-        else:
-            for side, data_dict, data_file in sides:
-                rows = embedding_rows(state, side)
-                if rows is not None and rows != len(data_dict):
-                    raise CliError(
-                        f"{side} dictionaries differ: teacher {path} has {rows} symbols, "
-                        f"--data {data_file} has {len(data_dict)}"
-                    )
+        check(path, state, (data.src_dict, data.tgt_dict),
+              tuple(f"--data {data.dict_files[lang]}" for lang in (data.src, data.tgt)),
+              langs=(data.src, data.tgt))
         del state
 
 

@@ -48,18 +48,18 @@ from tqdm import tqdm
 
 from fairseq_seqkd.cli.entry import is_merge, summary_main
 from fairseq_seqkd.distill.generate import (
+    ChunkBatches,
     ChunkStore,
-    _checkpoint_paths,
-    _ChunkBatches,
-    _data_fingerprint,
-    _flag,
-    _load_models,
-    _plain,
-    _quiet,
     add_chunk_size_argument,
     check_chunked_options,
     check_output_path,
+    checkpoint_paths,
+    data_fingerprint,
+    json_plain,
+    load_models,
+    option_flag,
     owned_chunks,
+    quiet_logger,
     resume_options,
 )
 from fairseq_seqkd.distill.teacher_cache import (
@@ -157,7 +157,7 @@ def _check_options(cfg: DictConfig, args: argparse.Namespace) -> None:
 
 def cache_options(cfg: DictConfig, args: argparse.Namespace, device: str) -> dict[str, Any]:
     """Options that change the cache's bytes: seqkd-generate's, less beam search's, plus ours."""
-    beam = {_flag(name) for name in _plain(cfg.generation)}
+    beam = {option_flag(name) for name in json_plain(cfg.generation)}
     opts = {k: v for k, v in resume_options(cfg, args, device).items() if k not in beam}
     opts["tool"] = PROG
     opts["--kd-topk"] = args.kd_topk
@@ -204,7 +204,7 @@ def build_cache(cfg: DictConfig, args: argparse.Namespace) -> CacheSummary:
     np.random.seed(seed)
     utils.set_torch_seed(seed)
     task = tasks.setup_task(cfg.task)
-    models, saved_cfg = _load_models(cfg, task)
+    models, saved_cfg = load_models(cfg, task)
     try:
         task.load_dataset(split, task_cfg=saved_cfg.task)
     except FileNotFoundError as exc:
@@ -220,7 +220,7 @@ def build_cache(cfg: DictConfig, args: argparse.Namespace) -> CacheSummary:
             model.half()
         if use_cuda:
             model.cuda()
-    teacher = FrozenTeacher(models, _checkpoint_paths(cfg))
+    teacher = FrozenTeacher(models, checkpoint_paths(cfg))
 
     size, chunk_size = len(dataset), args.chunk_size
     shards, shard = cfg.dataset.num_shards, cfg.dataset.shard_id
@@ -242,7 +242,7 @@ def build_cache(cfg: DictConfig, args: argparse.Namespace) -> CacheSummary:
     marker = shard_marker(directory, split)
     if os.path.exists(marker):
         os.unlink(marker)
-    done = store.start(opts, _data_fingerprint(dataset, split)) & set(chunks)
+    done = store.start(opts, data_fingerprint(dataset, split)) & set(chunks)
     todo = [c for c in chunks if c not in done]
     total = int(owned.sum())
     progress = tqdm(
@@ -253,7 +253,7 @@ def build_cache(cfg: DictConfig, args: argparse.Namespace) -> CacheSummary:
     segments = {c: order[bounds[c]:bounds[c + 1]] for c in todo}
     computed, compute_start = 0, time.perf_counter()
     try:
-        with _quiet("fairseq.tasks.fairseq_task"):
+        with quiet_logger("fairseq.tasks.fairseq_task"):
             for chunk, entries in _teacher_topk(cfg, task, teacher, dataset, segments,
                                                 chunk_size, k, use_cuda, progress):
                 store.commit_files(chunk, lambda d, e=entries: write_chunk(d, e, args.cache_dtype))
@@ -318,7 +318,7 @@ def _teacher_topk(
     if not any(len(s) for s in segments.values()):
         return
     itr = task.get_batch_iterator(
-        dataset=_ChunkBatches(dataset, list(segments.values())),
+        dataset=ChunkBatches(dataset, list(segments.values())),
         max_tokens=cfg.dataset.max_tokens,
         max_sentences=cfg.dataset.batch_size,
         max_positions=None,  # checked: every owned sentence fits

@@ -81,12 +81,7 @@ from tqdm import tqdm
 
 from ..atomic import atomic_open, atomic_write_text, umask
 from ..errors import SeqKDError
-from ..teacher import (
-    check_same_dictionary,
-    embedding_rows,
-    load_checkpoint_state,
-    teacher_dictionaries,
-)
+from ..teacher import check_teacher_dictionaries, load_checkpoint_state
 from .nbest import Hypothesis, format_nbest_lines
 
 logger = logging.getLogger(__name__)
@@ -360,18 +355,18 @@ def _check_options(cfg: DictConfig, args: argparse.Namespace) -> None:
         )
 
 
-def _plain(node: Any) -> Any:
+def json_plain(node: Any) -> Any:
     """A JSON-comparable copy of a config node (enums as strings)."""
     if isinstance(node, DictConfig):
         node = OmegaConf.to_container(node, resolve=True)
     return json.loads(json.dumps(node, default=str, sort_keys=True))
 
 
-def _flag(name: str) -> str:
+def option_flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def _checkpoint_paths(cfg: DictConfig) -> list[str]:
+def checkpoint_paths(cfg: DictConfig) -> list[str]:
     paths = utils.split_paths(cfg.common_eval.path)
     if not paths:
         raise SeqKDError("--path is empty; give a checkpoint, or several joined by ':'")
@@ -392,10 +387,10 @@ _NO_EFFECT = frozenset(
 def resume_options(cfg: DictConfig, args: argparse.Namespace, device: str) -> dict[str, Any]:
     """Every option that can change the bytes of the output, keyed by its command-line flag."""
     opts: dict[str, Any] = {}
-    for name, value in _plain(cfg.generation).items():
+    for name, value in json_plain(cfg.generation).items():
         if not name.startswith("_") and name not in _NO_EFFECT:
-            opts[_flag(name)] = value
-    for name, value in _plain(cfg.task).items():
+            opts[option_flag(name)] = value
+    for name, value in json_plain(cfg.task).items():
         if name in _NO_EFFECT or name.startswith("eval_"):
             continue
         if name == "_name":
@@ -403,10 +398,10 @@ def resume_options(cfg: DictConfig, args: argparse.Namespace, device: str) -> di
         elif name == "data":
             opts["DATA"] = [os.path.abspath(p) for p in str(value).split(os.pathsep) if p]
         else:
-            opts[_flag(name)] = value
+            opts[option_flag(name)] = value
     for name in ("gen_subset", "batch_size", "max_tokens", "required_batch_size_multiple",
                  "skip_invalid_size_inputs_valid_test", "num_shards", "shard_id"):
-        opts[_flag(name)] = _plain(cfg.dataset[name])
+        opts[option_flag(name)] = json_plain(cfg.dataset[name])
     opts["--fp16"] = bool(cfg.common.fp16)
     opts["--seed"] = cfg.common.seed
     opts["--model-overrides"] = cfg.common_eval.model_overrides
@@ -415,7 +410,7 @@ def resume_options(cfg: DictConfig, args: argparse.Namespace, device: str) -> di
     opts["--chunk-size"] = args.chunk_size
     opts["device (--cpu)"] = device
     checkpoints = []
-    for path in _checkpoint_paths(cfg):
+    for path in checkpoint_paths(cfg):
         if _plain_loading(cfg) and not os.path.isfile(path):
             raise SeqKDError(f"--path: {path} does not exist")
         try:
@@ -430,7 +425,7 @@ def resume_options(cfg: DictConfig, args: argparse.Namespace, device: str) -> di
 # ------------------------------------------------------------------ fairseq glue
 
 
-class _ChunkBatches(BaseWrapperDataset):
+class ChunkBatches(BaseWrapperDataset):
     """The split, batched chunk by chunk: no batch crosses a chunk, none depends on another chunk.
 
     ``segments`` are the chunks' indices in fairseq's batching order. fairseq's own
@@ -483,39 +478,19 @@ def _fairseq_batches(
     return batches
 
 
-def _check_dictionaries(path: str, state: dict[str, Any], task: Any) -> None:
-    """The teacher must have been trained with the data's dictionaries."""
-    data = str(task.cfg.data).split(os.pathsep)[0]
-    src_lang = getattr(task.cfg, "source_lang", None) or "src"
-    tgt_lang = getattr(task.cfg, "target_lang", None) or "tgt"
-    ours = (getattr(task, "source_dictionary", None), task.target_dictionary)
-    dicts = teacher_dictionaries(path, state, None, src_lang, tgt_lang)
-    if dicts is not None:
-        for side, theirs, mine in zip(("source", "target"), dicts, ours):
-            if mine is not None:
-                check_same_dictionary(side, theirs, f"teacher {path}", mine, f"the data in {data}")
-        return
-    for side, mine in zip(("source", "target"), ours):
-        rows = embedding_rows(state, side)
-        if mine is not None and rows is not None and rows != len(mine):
-            raise SeqKDError(
-                f"{side} dictionaries differ: teacher {path} has {rows} symbols, the data in "
-                f"{data} has {len(mine)}"
-            )
-    logger.warning(
-        "teacher %s: the dict.*.txt files it was trained with were not found; only the "
-        "vocabulary sizes were checked against %s", path, data,
-    )
-
-
-def _load_models(cfg: DictConfig, task: Any) -> tuple[list[torch.nn.Module], Any]:
+def load_models(cfg: DictConfig, task: Any) -> tuple[list[torch.nn.Module], Any]:
     overrides = ast.literal_eval(cfg.common_eval.model_overrides)
     models, saved_cfg = [], None
-    for path in _checkpoint_paths(cfg):
+    for path in checkpoint_paths(cfg):
         state = None
         if _plain_loading(cfg):
             state = load_checkpoint_state(path, "--path")
-            _check_dictionaries(path, state, task)
+            check_teacher_dictionaries(
+                path, state, (getattr(task, "source_dictionary", None), task.target_dictionary),
+                f"the data in {str(task.cfg.data).split(os.pathsep)[0]}",
+                langs=(getattr(task.cfg, "source_lang", None) or "src",
+                       getattr(task.cfg, "target_lang", None) or "tgt"),
+            )
             if overrides:
                 state = None  # fairseq re-reads it, applying --model-overrides
         try:
@@ -540,7 +515,7 @@ def _strip_symbols(generator: Any) -> set[int]:
     return getattr(generator, "symbols_to_strip_from_output", None) or {generator.eos}
 
 
-def _data_fingerprint(dataset: Any, split: str) -> dict[str, Any]:
+def data_fingerprint(dataset: Any, split: str) -> dict[str, Any]:
     sizes = getattr(dataset, "sizes", None)
     digest = None
     if sizes is not None:
@@ -558,7 +533,7 @@ def _too_long_error(dataset: Any, index: int, max_positions: Any, split: str, ou
 
 
 @contextlib.contextmanager
-def _quiet(name: str) -> Iterator[None]:
+def quiet_logger(name: str) -> Iterator[None]:
     """Silence a chatty fairseq logger (per-chunk batch-iterator INFO lines)."""
     log = logging.getLogger(name)
     level = log.level
@@ -596,7 +571,7 @@ def generate(cfg: DictConfig, args: argparse.Namespace) -> GenerationSummary:
     utils.set_torch_seed(seed)
 
     task = tasks.setup_task(cfg.task)
-    models, saved_cfg = _load_models(cfg, task)
+    models, saved_cfg = load_models(cfg, task)
     split = cfg.dataset.gen_subset
     try:
         task.load_dataset(split, task_cfg=saved_cfg.task)
@@ -650,7 +625,7 @@ def generate(cfg: DictConfig, args: argparse.Namespace) -> GenerationSummary:
     order, order_chunk = order[grouped], order_chunk[grouped]
     bounds = np.searchsorted(order_chunk, np.arange(-(-size // chunk_size) + 1))
 
-    done = store.start(opts, _data_fingerprint(dataset, split))
+    done = store.start(opts, data_fingerprint(dataset, split))
     done &= set(chunks)
     todo = [c for c in chunks if c not in done]
     total = int(keep.sum())
@@ -666,7 +641,7 @@ def generate(cfg: DictConfig, args: argparse.Namespace) -> GenerationSummary:
     decode_start = time.perf_counter()
     segments = {c: order[bounds[c]:bounds[c + 1]] for c in todo}
     try:
-        with _quiet("fairseq.tasks.fairseq_task"):
+        with quiet_logger("fairseq.tasks.fairseq_task"):
             for chunk, text, n_tokens in _decode(
                 cfg, task, models, generator, dataset, segments, chunk_size, seed, use_cuda,
                 progress,
@@ -701,7 +676,7 @@ def _decode(
     if not any(len(segment) for segment in segments.values()):
         return
     itr = task.get_batch_iterator(
-        dataset=_ChunkBatches(dataset, list(segments.values())),
+        dataset=ChunkBatches(dataset, list(segments.values())),
         max_tokens=cfg.dataset.max_tokens,
         max_sentences=cfg.dataset.batch_size,
         max_positions=None,  # already filtered: the skipped sentences are in no segment
