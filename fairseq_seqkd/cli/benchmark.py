@@ -15,17 +15,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import signal
 import sys
 import threading
 import time
 from collections.abc import Sequence
 
-from fairseq_seqkd.cli.demo import _cores, _Parser, _terminate
+from fairseq_seqkd.cli.demo import _cores, _Parser, _terminate, check_parallelism, print_stages
 from fairseq_seqkd.cli.entry import run_main
 from fairseq_seqkd.demo.benchmark import BENCHMARK_PRESETS, Benchmark
-from fairseq_seqkd.errors import SeqKDError
 
 PROG = "seqkd-benchmark"
 
@@ -60,17 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _run(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
-    if args.threads < 1:
-        raise SeqKDError(f"--threads must be >= 1, got {args.threads}")
-    if args.jobs < 1:
-        raise SeqKDError(f"--jobs must be >= 1, got {args.jobs}")
+    check_parallelism(args)
     bench = Benchmark(args.out, BENCHMARK_PRESETS[args.preset], corpus=args.corpus,
                       threads=args.threads, jobs=args.jobs)
     if args.dry_run:
-        for stage in bench.stages():
-            print(f"# {stage.name}: {stage.description}")
-            for command in stage.commands:
-                print(shlex.join(command))
+        print_stages(bench)
         return 0
     begin = time.perf_counter()
     if not args.report_only:

@@ -67,25 +67,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def check_parallelism(args: argparse.Namespace) -> None:
+    """--threads and --jobs, shared by seqkd-demo and seqkd-benchmark."""
+    if args.threads < 1:
+        raise SeqKDError(f"--threads must be >= 1, got {args.threads}")
+    if args.jobs < 1:
+        raise SeqKDError(f"--jobs must be >= 1, got {args.jobs}")
+
+
+def print_stages(pipeline: Pipeline) -> None:
+    """--dry-run: every stage and its commands, nothing run."""
+    for stage in pipeline.stages():
+        print(f"# {stage.name}: {stage.description}")
+        for command in stage.commands:
+            print(shlex.join(command))
+        if stage.func_key is not None:
+            print(f"# in-process: {stage.func_key}")
+
+
 def _terminate(signum: int, frame: object) -> None:
     raise KeyboardInterrupt  # stops the running commands; the next run resumes
 
 
 def _run(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
-    if args.threads < 1:
-        raise SeqKDError(f"--threads must be >= 1, got {args.threads}")
-    if args.jobs < 1:
-        raise SeqKDError(f"--jobs must be >= 1, got {args.jobs}")
+    check_parallelism(args)
     pipeline = Pipeline(args.out, preset_for(args.preset), corpus=args.corpus,
                         threads=args.threads, jobs=args.jobs)
     if args.dry_run:
-        for stage in pipeline.stages():
-            print(f"# {stage.name}: {stage.description}")
-            for command in stage.commands:
-                print(shlex.join(command))
-            if stage.func_key is not None:
-                print(f"# in-process: {stage.func_key}")
+        print_stages(pipeline)
         return 0
     corpus = args.corpus or "built-in synthetic corpus"
     print(f"{PROG}: preset {args.preset}, {corpus}, {args.jobs} job(s) x {args.threads} "
