@@ -81,7 +81,7 @@ def print_stages(pipeline: Pipeline) -> None:
         print(f"# {stage.name}: {stage.description}")
         for command in stage.commands:
             print(shlex.join(command))
-        if stage.func_key is not None:
+        if stage.func is not None:
             print(f"# in-process: {stage.func_key}")
 
 

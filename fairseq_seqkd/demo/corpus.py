@@ -1,28 +1,38 @@
 """Built-in synthetic translation corpus with a sentence-level latent "register".
 
 Sequence-level knowledge distillation (Kim & Rush, 2016) pays off when the training data is
-*multi-modal*: one source sentence has several equally good translations. A small student trained
-with token-level cross-entropy on such data learns the marginal over those translations, so greedy
-decoding picks each word from whichever mode is locally most likely and produces inconsistent
-"mixed" outputs. A student trained on the teacher's beam output (Seq-KD) only ever sees one mode
-per source and translates greedily almost as well as the teacher.
+*multi-modal*: one source sentence has several valid translations. A small student trained with
+token-level cross-entropy on such data spends its capacity on every mode and learns their mixture,
+so greedy decoding can switch modes mid-sentence. The teacher's beam search returns one mode, the
+most probable one, consistently; a student trained on that output (Seq-KD) learns a simpler,
+unimodal task and needs no beam search.
 
 This module generates such data deterministically, with the standard library only:
 
 * The source side is an English-like language from a small grammar: subject and object noun
   phrases (determiner, up to two adjectives, noun, singular/plural), a transitive verb in present,
-  past or future tense, optionally an adverb, a prepositional phrase and a subordinate clause.
+  past or future tense, optionally an adverb, a prepositional phrase and (rarely, so that a small
+  student can learn the grammar itself) a subordinate clause.
 * The target side is a German-like language with invented content words and real German function
   words. Determiners and adjective endings agree with the noun's gender, number and case
   (nominative subject, accusative object, dative after prepositions), and ``in dem`` / ``bei dem``
   contract to ``im`` / ``beim``.
-* Every target sentence is rendered in one of ``registers`` latent registers, drawn uniformly per
-  sentence and independently of the source (so it cannot be inferred from the source). The
-  register fixes, consistently for the whole sentence, (a) the synonym used for every verb and
-  adverb and for about half of the nouns and adjectives (synonymous nouns can differ in gender,
-  which changes determiners and adjective endings as well), and (b) the word order: verb-second,
-  verb-final, fronting of the subordinate clause / adverb / prepositional phrase / object, or
-  verb-initial. Several target words therefore depend on one latent variable per sentence.
+* Every target sentence is rendered in one of ``registers`` latent registers, drawn once per
+  sentence. The register fixes, consistently for the whole sentence, (a) the synonym used for
+  every verb and adverb and for about half of the nouns and adjectives (synonymous nouns can
+  differ in gender, which changes determiners and adjective endings as well), and (b) the word
+  order: verb-second, verb-final, fronting of the subordinate clause / adverb / prepositional
+  phrase / object, or verb-initial. Several target words therefore depend on one latent variable.
+* Registers follow "canonical register + free variation", as translators do: each sentence is
+  rendered in the canonical register (:data:`CANONICAL_REGISTER`) with probability
+  ``CorpusSpec.preferred``, otherwise in one of the other registers, uniformly, and always
+  independently of the source. The canonical register is the mode that a teacher's beam search
+  finds and the most frequent register of the single references, so single-reference BLEU
+  rewards a consistent, mode-seeking translation and penalises mixing, as on real data; and a
+  Seq-KD student mostly has to learn one register's lexicon and word order, the capacity that
+  the paper says a small student saves. ``preferred = 1 / registers`` draws registers uniformly
+  (no mode, the previous design, in which BLEU against one random-register reference cannot
+  reward a consistent choice).
 
 Every register-specific word belongs to exactly one register, so :func:`register_of` recovers the
 register of a gold target and :func:`is_mixed` flags a hypothesis that combines words of two
@@ -46,6 +56,7 @@ from pathlib import Path
 __all__ = [
     "ADJECTIVES",
     "ADVERBS",
+    "CANONICAL_REGISTER",
     "CONJUNCTIONS",
     "CORPUS_VERSION",
     "DETERMINERS",
@@ -70,13 +81,16 @@ __all__ = [
     "render_source",
     "render_target",
     "sample_sentence",
+    "split_rng",
     "write_corpus",
 ]
 
 #: Bump whenever the grammar or lexicon changes, so stale corpora on disk are regenerated.
-CORPUS_VERSION = 1
+CORPUS_VERSION = 2
 #: Registers the lexicon provides; ``CorpusSpec.registers`` may use the first 1..MAX_REGISTERS.
 MAX_REGISTERS = 4
+#: The register most translations use (``CorpusSpec.preferred`` of them); the rest vary freely.
+CANONICAL_REGISTER = 0
 #: Word-order rule of register ``r`` is ``WORD_ORDERS[r]``.
 WORD_ORDERS = ("verb-second", "verb-final", "fronting", "verb-initial")
 SPLITS = ("train", "valid", "test")
@@ -358,7 +372,8 @@ class CorpusSpec:
     seed: corpus sampling seed (the language itself is fixed). train / valid / test: number of
     pairs per split; valid and test sources are unique and never occur in train. registers:
     number of latent target registers (1..MAX_REGISTERS; 1 gives a unimodal control corpus).
-    min_len / max_len: inclusive bounds on the source length in tokens.
+    min_len / max_len: inclusive bounds on the source length in tokens. preferred: probability
+    of the canonical register (the rest is spread evenly over the other registers).
     """
 
     seed: int = 1
@@ -368,10 +383,13 @@ class CorpusSpec:
     registers: int = 3
     min_len: int = 6
     max_len: int = 14
+    preferred: float = 0.7
 
     def __post_init__(self) -> None:
         if not 1 <= self.registers <= MAX_REGISTERS:
             raise ValueError(f"registers must be in 1..{MAX_REGISTERS}, got {self.registers}")
+        if not 0.0 <= self.preferred <= 1.0:
+            raise ValueError(f"preferred must be in [0, 1], got {self.preferred}")
         if min(self.train, self.valid, self.test) < 0:
             raise ValueError("split sizes must be non-negative")
         if not 3 <= self.min_len <= self.max_len:
@@ -389,6 +407,11 @@ def _sample_np(rng: random.Random, animate: bool, adj_probs: tuple[float, float]
     return NounPhrase(det, adjs, noun, plural)
 
 
+#: Share of sentences with a subordinate clause: rare (short sentences), so that a small student
+#: learns the grammar itself within the demo's few CPU minutes.
+_SUB_CLAUSE_P = 0.1
+
+
 def _sample_raw(rng: random.Random) -> Sentence:
     main = Clause(
         subject=_sample_np(rng, True, (0.35, 0.05)),
@@ -402,7 +425,7 @@ def _sample_raw(rng: random.Random) -> Sentence:
             else None
         ),
     )
-    if rng.random() >= 0.3:
+    if rng.random() >= _SUB_CLAUSE_P:
         return Sentence(main)
     sub = Clause(
         subject=_sample_np(rng, True, (0.15, 0.0)),
@@ -541,12 +564,16 @@ def generate_pair(
 ) -> tuple[str, str, int]:
     """Sample ``(source, target, register)``.
 
-    The source sentence is sampled first and the register afterwards, from the same ``rng`` but
-    independently, so the register carries no information about the source. Pass ``register``
-    to force one (the rng is then consumed identically, so the source is unchanged).
+    The source sentence is sampled first, then the register, independently of it: the canonical
+    register with probability ``spec.preferred``, otherwise another one uniformly. Pass
+    ``register`` to force one (the rng is then consumed identically, so the source and the rest
+    of the stream are unchanged).
     """
     sentence = sample_sentence(rng, spec.min_len, spec.max_len)
-    drawn = rng.randrange(spec.registers)
+    # Always two draws, so forcing a register leaves the rest of the stream unchanged.
+    keep, other = rng.random(), rng.randrange(max(1, spec.registers - 1))
+    variants = [r for r in range(spec.registers) if r != CANONICAL_REGISTER]
+    drawn = CANONICAL_REGISTER if keep < spec.preferred or not variants else variants[other]
     reg = drawn if register is None else register
     return render_source(sentence), render_target(sentence, reg), reg
 
@@ -556,7 +583,7 @@ def generate_pair(
 # --------------------------------------------------------------------------------------------
 
 
-def _split_rng(spec: CorpusSpec, split: str) -> random.Random:
+def split_rng(spec: CorpusSpec, split: str) -> random.Random:
     # str seeds are hashed with SHA-512 by random.seed, so this is stable across processes.
     return random.Random(f"fairseq-seqkd:{CORPUS_VERSION}:{spec.seed}:{split}")
 
@@ -573,7 +600,7 @@ def generate_corpus(spec: CorpusSpec = CorpusSpec()) -> dict[str, list[tuple[str
     out: dict[str, list[tuple[str, str]]] = {}
     for split in ("valid", "test", "train"):
         size = getattr(spec, split)
-        rng = _split_rng(spec, split)
+        rng = split_rng(spec, split)
         pairs: list[tuple[str, str]] = []
         seen: set = set()
         attempts = 0
@@ -714,10 +741,11 @@ def mixing_rate(targets: Iterable[str]) -> float:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Write the synthetic Seq-KD demo corpus.")
     parser.add_argument("out_dir")
-    for field in ("seed", "train", "valid", "test", "registers"):
-        parser.add_argument(f"--{field}", type=int, default=getattr(CorpusSpec(), field))
+    defaults = asdict(CorpusSpec())
+    for field, value in defaults.items():
+        parser.add_argument(f"--{field.replace('_', '-')}", type=type(value), default=value)
     args = parser.parse_args(argv)
-    spec = CorpusSpec(args.seed, args.train, args.valid, args.test, args.registers)
+    spec = CorpusSpec(**{field: getattr(args, field) for field in defaults})
     counts = write_corpus(args.out_dir, spec)
     print(json.dumps(counts))
 

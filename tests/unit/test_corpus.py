@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import random
@@ -88,6 +89,9 @@ def test_spec_validation():
         C.CorpusSpec(train=-1)
     with pytest.raises(ValueError):
         C.CorpusSpec(min_len=10, max_len=8)
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError):
+            C.CorpusSpec(preferred=bad)
 
 
 # ---------------------------------------------------------------------------- size / shape
@@ -135,13 +139,52 @@ def test_register_recovered_from_every_gold_target():
         assert sum(C.register_votes(tgt).values()) >= 1
 
 
-def test_registers_are_uniform_in_train(default_corpus):
-    data = default_corpus
-    regs = Counter(C.register_of(t) for _, t in data["train"])
-    assert set(regs) == {0, 1, 2}
-    for r in range(3):
-        assert abs(regs[r] / len(data["train"]) - 1 / 3) < 0.02
-    assert C.mixing_rate(t for _, t in data["train"]) == 0.0
+def _register_shares(spec, n, seed):
+    """Share of each register among ``n`` generated pairs (checking each target's register)."""
+    rng = random.Random(seed)
+    regs = Counter()
+    for _ in range(n):
+        _, tgt, reg = C.generate_pair(rng, spec)
+        assert C.register_of(tgt) == reg
+        regs[reg] += 1
+    return {r: regs[r] / n for r in range(spec.registers)}
+
+
+def _expected_shares(spec):
+    rest = (1 - spec.preferred) / (spec.registers - 1)
+    return {r: spec.preferred if r == C.CANONICAL_REGISTER else rest for r in range(spec.registers)}
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        C.CorpusSpec(),
+        C.CorpusSpec(preferred=1 / 3),  # uniform: no mode
+        C.CorpusSpec(preferred=0.0),  # never canonical
+        C.CorpusSpec(registers=4, preferred=0.7),
+    ],
+)
+def test_canonical_register_is_drawn_with_probability_preferred(spec):
+    """The canonical register has share ``preferred``, the other registers split the rest."""
+    shares = _register_shares(spec, 20000, seed=12)
+    expected = _expected_shares(spec)
+    assert all(abs(shares[r] - expected[r]) < 0.015 for r in shares), shares
+
+
+def test_fully_canonical_and_single_register_corpora():
+    assert _register_shares(C.CorpusSpec(preferred=1.0), 2000, seed=3) == {0: 1.0, 1: 0.0, 2: 0.0}
+    assert _register_shares(C.CorpusSpec(registers=1, preferred=0.0), 500, seed=3) == {0: 1.0}
+
+
+def test_default_corpus_has_a_mode(default_corpus):
+    data = default_corpus["train"]
+    spec = C.CorpusSpec()
+    regs = Counter(C.register_of(t) for _, t in data)
+    expected = _expected_shares(spec)
+    assert C.CANONICAL_REGISTER == 0 and set(regs) == {0, 1, 2}
+    assert all(abs(regs[r] / len(data) - expected[r]) < 0.02 for r in range(3))
+    assert regs[0] > 1.5 * max(regs[1], regs[2])  # a clear mode
+    assert C.mixing_rate(t for _, t in data) == 0.0
 
 
 def test_register_changes_several_words_of_the_same_source():
@@ -176,6 +219,8 @@ def test_each_register_has_its_own_word_order():
 
 def test_register_is_not_predictable_from_source(default_corpus):
     data = default_corpus
+    spec = C.CorpusSpec()
+    expected = _expected_shares(spec)
     labelled = [(s.split(), C.register_of(t)) for s, t in data["train"]]
     # register distribution conditional on the first word and on the length: MI ~ 0 bits
     assert _mutual_information([(s[0], r) for s, r in labelled]) < 0.005
@@ -189,8 +234,8 @@ def test_register_is_not_predictable_from_source(default_corpus):
     assert len(frequent) >= 20
     for w in frequent:
         total = sum(by_word[w].values())
-        assert all(abs(by_word[w][r] / total - 1 / 3) < 0.08 for r in range(3)), w
-    # a naive Bayes classifier on source words does no better than chance on held-out data
+        assert all(abs(by_word[w][r] / total - expected[r]) < 0.08 for r in range(3)), w
+    # a naive Bayes classifier on source words does no better than always "canonical"
     train, held = labelled[:24000], labelled[24000:]
     counts = defaultdict(Counter)
     prior = Counter(r for _, r in train)
@@ -208,7 +253,9 @@ def test_register_is_not_predictable_from_source(default_corpus):
         return max(range(3), key=score)
 
     accuracy = sum(predict(w) == r for w, r in held) / len(held)
-    assert accuracy < 0.37
+    canonical = sum(r == C.CANONICAL_REGISTER for _, r in held) / len(held)
+    assert abs(canonical - spec.preferred) < 0.03
+    assert accuracy < canonical + 0.02
 
 
 def test_unimodal_control_corpus():
@@ -418,3 +465,16 @@ def test_write_corpus_rewrites_incomplete(tmp_path, damage):
         assert list(zip(src, tgt, strict=True)) == expected[split]
     if damage != "other_spec":
         assert (tmp_path / "train.tgt").read_bytes() == original
+
+
+def test_command_line_takes_every_spec_field(tmp_path, capsys):
+    C.main([str(tmp_path), "--train", "60", "--valid", "10", "--test", "10", "--preferred", "1"])
+    assert json.loads(capsys.readouterr().out) == {"train": 60, "valid": 10, "test": 10}
+    spec = C.CorpusSpec(train=60, valid=10, test=10, preferred=1.0)
+    assert json.loads((tmp_path / "corpus.json").read_text())["spec"] == dataclasses.asdict(spec)
+    assert (
+        list(
+            zip(_read_lines(tmp_path / "test.src"), _read_lines(tmp_path / "test.tgt"), strict=True)
+        )
+        == C.generate_corpus(spec)["test"]
+    )
