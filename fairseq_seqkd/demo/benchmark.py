@@ -232,18 +232,18 @@ class Benchmark(Pipeline):
                               "--finetune-from-model", str(out / _SEQ_KD.checkpoint),
                               epochs=p.prune_epochs, lr=p.prune_lr, warmup=p.prune_warmup),
                 ["seq-kd"]))
+        stages.append(self._speed_stage())
         for divergence, model in zip(p.divergences, self.divergence_models, strict=True):
-            stages.append(model_stage(
+            stages.append(model_stage(  # beyond the paper: after the speed measurement
                 model, f"word-level KD with {divergence} (cached top-{p.kd_topk})",
                 self._student(self.data, model.key,
                               *self._cached_word_kd(caches["gold"], divergence)),
-                ["cache-gold"]))
+                ["cache-gold", "speed"]))
         ordered: list[Stage] = []
         for stage in stages:  # each model's decoding right after it
             ordered.append(stage)
             if stage.name in by_key:
                 ordered.append(self._eval_stage(by_key[stage.name]))
-        ordered.append(self._speed_stage())
         return ordered
 
     def _eval_stage(self, model: ModelSpec) -> Stage:
@@ -255,12 +255,14 @@ class Benchmark(Pipeline):
                      clean=files, mkdirs=[self.out / "eval"], captures=list(files))
 
     def speed_runs(self) -> list[tuple[ModelSpec, int, int]]:
-        """(model, beam, batch size) timed by the speed stage; the students share one
-        architecture, so the Seq-KD student stands for all of them."""
-        p = self.preset
-        return [(m, beam, batch) for batch in (p.eval_batch_size, 1)
-                for m, beam in ((MODELS[0], p.beam), (MODELS[0], 1), (_SEQ_KD, 1),
-                                (_SEQ_KD, p.beam))]
+        """(model, beam, batch size) timed by the speed stage: teacher and student, greedy
+        and beam, batched; one sentence at a time, the comparison that matters (teacher beam
+        against student greedy). The students share one architecture, so the Seq-KD student
+        stands for all of them."""
+        p, teacher = self.preset, MODELS[0]
+        batched = [(teacher, p.beam), (teacher, 1), (_SEQ_KD, 1), (_SEQ_KD, p.beam)]
+        return [*((m, beam, p.eval_batch_size) for m, beam in batched),
+                (teacher, p.beam, 1), (_SEQ_KD, 1, 1)]
 
     def speed_file(self, model: ModelSpec, beam: int, batch: int) -> Path:
         return self.out / "speed" / f"{model.key}.beam{beam}.batch{batch}.txt"
@@ -268,11 +270,13 @@ class Benchmark(Pipeline):
     def _speed_stage(self) -> Stage:
         runs = self.speed_runs()
         files = [self.speed_file(*run) for run in runs]
+        # after the Table-1 rows and the pruning (a run cut short still has its speeds)
+        deps = [m.stage for m in (*TABLE1, *self.pruned_models)]
         return Stage(
             "speed", f"decoding speed on {self.test_sets[0]}, alone: teacher and student, "
             f"batch {self.preset.eval_batch_size} and 1",
             [self._generate(m, beam, batch_size=batch) for m, beam, batch in runs], files,
-            deps=["teacher", _SEQ_KD.stage], clean=files, mkdirs=[self.out / "speed"],
+            deps=deps, clean=files, mkdirs=[self.out / "speed"],
             captures=list(files), exclusive=True,
         )
 
