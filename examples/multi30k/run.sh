@@ -18,5 +18,7 @@ BENCH=$REPO/.venv/bin/seqkd-benchmark
 [[ -x $BENCH ]] || BENCH=$(command -v seqkd-benchmark) \
     || { echo "run.sh: seqkd-benchmark not found: run 'make venv' first" >&2; exit 1; }
 cd "$REPO"
-exec "$BENCH" --corpus "$CORPUS" --out "${OUT:-runs/multi30k}" \
-    --doc "${DOC:-docs/results/multi30k.md}" "$@"
+DOC=${DOC:-docs/results/multi30k.md}
+ANALYSIS=()  # the reasons behind the numbers, written after reading a run, if there are any
+[[ -f ${DOC%.md}-analysis.md ]] && ANALYSIS=(--analysis "${DOC%.md}-analysis.md")
+exec "$BENCH" --corpus "$CORPUS" --out "${OUT:-runs/multi30k}" --doc "$DOC" "${ANALYSIS[@]}" "$@"

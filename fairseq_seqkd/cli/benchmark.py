@@ -43,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--doc", metavar="FILE.md",
                         help="also write the results page here, its plot beside it (.png) and "
                         "the stage logs in FILE-logs/ (paths shown as $OUT)")
+    parser.add_argument("--analysis", metavar="FILE.md",
+                        help="Markdown put on the page after the targets: the reasons behind "
+                        "the numbers, written after reading a run")
     parser.add_argument("--threads", type=int, default=1, metavar="N",
                         help="CPU threads per fairseq process (default 1)")
     parser.add_argument("--jobs", type=int, default=max(1, min(_cores(), 4)), metavar="N",
@@ -71,7 +74,7 @@ def _run(argv: Sequence[str] | None) -> int:
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, _terminate)
         bench.run()
-    table, _ = bench.report(doc=args.doc)
+    table, _ = bench.report(doc=args.doc, analysis=args.analysis)
     print()
     print(table)
     where = os.path.join(args.out, "results.md") + (f" and {args.doc}" if args.doc else "")

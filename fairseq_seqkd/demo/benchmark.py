@@ -332,12 +332,20 @@ class Benchmark(Pipeline):
                          "sent_s": run.sentences_per_second})
         return rows
 
-    def report(self, doc: str | os.PathLike | None = None) -> tuple[str, list[ModelResult]]:
+    def report(self, doc: str | os.PathLike | None = None,
+               analysis: str | os.PathLike | None = None) -> tuple[str, list[ModelResult]]:
         """Write results.md, .json and .png in the output directory (and the page and plot to
-        ``doc`` when given) from whatever is done; return the terminal table."""
+        ``doc`` when given) from whatever is done; return the terminal table. ``analysis``: a
+        Markdown file of reasons for the results, written by a person, put after the targets."""
         scores, signature = self.scores()
         speeds = self.speeds()
-        page, rows = self._page(scores, speeds, signature, plot_name="results.png")
+        reasons = ""
+        if analysis is not None:
+            try:
+                reasons = Path(analysis).read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise SeqKDError(f"--analysis: cannot read {analysis} ({exc.strerror})") from exc
+        page, rows = self._page(scores, speeds, signature, "results.png", reasons)
         plot_results(rows, self.out / "results.png", beam=self.preset.beam,
                      title=f"seqkd-benchmark ({self.raw.name}): test BLEU against decoding speed")
         write_text_atomic(self.out / "results.md", page)
@@ -350,7 +358,7 @@ class Benchmark(Pipeline):
             doc.parent.mkdir(parents=True, exist_ok=True)
             plot = doc.with_suffix(".png")
             shutil.copyfile(self.out / "results.png", plot)
-            write_text_atomic(doc, self._page(scores, speeds, signature, plot.name)[0])
+            write_text_atomic(doc, self._page(scores, speeds, signature, plot.name, reasons)[0])
             logs = doc.with_name(f"{doc.stem}-logs")
             logs.mkdir(exist_ok=True)
             for log in sorted((self.out / "logs").glob("*.log")):
@@ -393,7 +401,7 @@ class Benchmark(Pipeline):
         return model.label
 
     def _page(self, scores: dict[str, dict[str, Any]], speeds: list[dict[str, Any]],
-              signature: str, plot_name: str) -> tuple[str, list[ModelResult]]:
+              signature: str, plot_name: str, reasons: str = "") -> tuple[str, list[ModelResult]]:
         p, first, beam = self.preset, self.test_sets[0], self.preset.beam
         tok_s = {(r["model"], r["beam"], r["batch"]): r["tok_s"] for r in speeds}
         rows = []  # for the plot: Table-1 models at their architecture's batched speed
@@ -420,6 +428,7 @@ class Benchmark(Pipeline):
             f"{p.kd_topk} distribution per position (from `seqkd-cache-teacher`), not the full "
             "vocabulary. \"X + Seq-Inter\": model X fine-tuned on the Seq-Inter data.", "",
             *self._findings(scores, speeds), "",
+            *([reasons, ""] if reasons else []),
             f"![test BLEU against decoding speed]({plot_name})", "",
             "## Word-level divergences (beyond the paper)", "",
             self._divergence_table(scores), "",

@@ -151,6 +151,17 @@ def test_second_run_skips_every_stage_and_report_only_runs_nothing(first_run):
     assert "started" not in proc.stdout and proc.stdout.count("skipped: done before") >= 30
     proc = benchmark(root / "corpus", root / "out", "--report-only")
     assert "skipped" not in proc.stdout and "| Seq-KD |" in proc.stdout
+    # a person's reading of the run goes on the page right after the targets
+    analysis = root / "analysis.md"
+    analysis.write_text("### Why the targets were missed\n\nThe models are tiny.\n")
+    benchmark(root / "corpus", root / "out", "--report-only", "--analysis", analysis)
+    page = (root / "out" / "results.md").read_text()
+    targets = page.index("## Targets (issue 6)")
+    assert targets < page.index("### Why the targets were missed") < page.index("![")
+    proc = benchmark(root / "corpus", root / "out", "--report-only", "--analysis",
+                     root / "missing.md", check=False)
+    assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1].startswith(
+        f"seqkd-benchmark: error: --analysis: cannot read {root / 'missing.md'}")
 
 
 def test_bad_corpus_gets_one_line_error(tmp_path):
