@@ -21,15 +21,15 @@ import threading
 import time
 from collections.abc import Sequence
 
-from fairseq_seqkd.cli.demo import _cores, _Parser, _terminate, check_parallelism, print_stages
-from fairseq_seqkd.cli.entry import run_main
+from fairseq_seqkd.cli.demo import _cores, _terminate, check_parallelism, print_stages
+from fairseq_seqkd.cli.entry import OneLineParser, run_main
 from fairseq_seqkd.demo.benchmark import BENCHMARK_PRESETS, Benchmark
 
 PROG = "seqkd-benchmark"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog=PROG, description=__doc__.split("\n\n")[0],
+    parser = OneLineParser(prog=PROG, description=__doc__.split("\n\n")[0],
                      formatter_class=argparse.RawDescriptionHelpFormatter,
                      epilog=__doc__.split("\n\n", 1)[1])
     parser.add_argument("--corpus", required=True, metavar="DIR",

@@ -24,17 +24,12 @@ import threading
 import time
 from collections.abc import Sequence
 
-from fairseq_seqkd.cli.entry import run_main
+from fairseq_seqkd.cli.entry import OneLineParser, run_main
 from fairseq_seqkd.demo.pipeline import Pipeline
 from fairseq_seqkd.demo.presets import PRESETS, preset_for
 from fairseq_seqkd.errors import SeqKDError
 
 PROG = "seqkd-demo"
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise SeqKDError(message)
 
 
 def _cores() -> int:
@@ -45,7 +40,7 @@ def _cores() -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog=PROG, description=__doc__.split("\n\n")[0],
+    parser = OneLineParser(prog=PROG, description=__doc__.split("\n\n")[0],
                      formatter_class=argparse.RawDescriptionHelpFormatter,
                      epilog=__doc__.split("\n\n", 1)[1])
     parser.add_argument("--out", default="demo-out", metavar="DIR",

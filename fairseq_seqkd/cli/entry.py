@@ -1,5 +1,6 @@
 """What every ``seqkd-*`` console script does around its work: logging, exit codes, errors."""
 
+import argparse
 import logging
 import os
 import sys
@@ -10,6 +11,13 @@ from ..distill.nbest import NbestFormatError
 from ..errors import SeqKDError
 
 USER_ERRORS: tuple[type[Exception], ...] = (SeqKDError, NbestFormatError)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose usage errors reach ``run_main`` as one line, like any other bad input."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise SeqKDError(message)
 
 
 def run_main(

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from fairseq_seqkd.cli.entry import run_main
+from fairseq_seqkd.cli.entry import OneLineParser, run_main
 from fairseq_seqkd.cli.prune import (
     check_output,
     fmt_count,
@@ -49,13 +49,8 @@ EPOCH_CHECKPOINT = re.compile(r"^checkpoint(\d+)\.pt$")
 STOCK_TASK = "translation"
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise SeqKDError(message)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog=PROG, description=__doc__.split("\n\n")[0])
+    parser = OneLineParser(prog=PROG, description=__doc__.split("\n\n")[0])
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--input", metavar="CKPT", help="the fairseq checkpoint to export")
     source.add_argument(

@@ -25,7 +25,7 @@ from omegaconf import OmegaConf
 from torch import Tensor
 
 from fairseq_seqkd.atomic import atomic_open
-from fairseq_seqkd.cli.entry import run_main
+from fairseq_seqkd.cli.entry import OneLineParser, run_main
 from fairseq_seqkd.errors import SeqKDError
 from fairseq_seqkd.pruning import (
     DEFAULT_PRUNE_PARAMS,
@@ -40,13 +40,8 @@ from fairseq_seqkd.teacher import load_checkpoint_state
 PROG = "seqkd-prune"
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise SeqKDError(message)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog=PROG, description=__doc__.split("\n\n")[0])
+    parser = OneLineParser(prog=PROG, description=__doc__.split("\n\n")[0])
     parser.add_argument("--input", required=True, metavar="CKPT", help="fairseq checkpoint")
     parser.add_argument("--output", required=True, metavar="CKPT", help="pruned checkpoint")
     parser.add_argument(
