@@ -39,6 +39,9 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from fairseq_seqkd.cli.entry import USER_ERRORS, OneLineParser, run_main
+from fairseq_seqkd.errors import SeqKDError
+
 PROG = "seqkd-build"
 STRATEGIES = ("seq-kd", "seq-inter")
 SIMILARITIES = ("bleu", "chrf", "ter")
@@ -47,17 +50,8 @@ BPE_SCHEMES = ("sentencepiece", "subword_nmt", "none")
 WORK_DIR = "seqkd"
 
 
-class CliError(Exception):
-    """Bad command line or input; reported as one line, exit status 1."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise CliError(message)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = OneLineParser(
         prog=PROG,
         description="Build sequence-level KD training data (Kim & Rush, 2016): teacher beam "
         "search, target selection and binarization, resumable stage by stage.",
@@ -106,12 +100,12 @@ class DataBin:
         from fairseq.data import Dictionary, data_utils
 
         if not os.path.isdir(directory):
-            raise CliError(f"--data: {directory} is not a directory")
+            raise SeqKDError(f"--data: {directory} is not a directory")
         self.dir = os.path.abspath(directory)
         self.split = split
         src, tgt = data_utils.infer_language_pair(self.dir)
         if src is None or tgt is None:
-            raise CliError(
+            raise SeqKDError(
                 f"--data: no binarized split in {directory} (expected files such as "
                 f"{split}.src-tgt.src.bin from fairseq-preprocess)"
             )
@@ -124,7 +118,7 @@ class DataBin:
                 self.src, self.tgt = (src, tgt)
                 break
         if self.prefix is None:
-            raise CliError(
+            raise SeqKDError(
                 f"--data: {os.path.join(directory, f'{split}.{src}-{tgt}.{src}.bin')} (and its "
                 f".idx, and the {tgt} side) not found; is --split {split} binarized?"
             )
@@ -133,11 +127,11 @@ class DataBin:
         for lang in (self.src, self.tgt):
             path = os.path.join(self.dir, f"dict.{lang}.txt")
             if not os.path.isfile(path):
-                raise CliError(f"--data: {path} not found")
+                raise SeqKDError(f"--data: {path} not found")
             try:
                 self.dicts[lang] = Dictionary.load(path)
             except Exception as exc:
-                raise CliError(f"--data: {path} is not a fairseq dictionary ({exc})") from exc
+                raise SeqKDError(f"--data: {path} is not a fairseq dictionary ({exc})") from exc
             self.dict_files[lang] = path
         self.split_files = [self.prefix + f"{lang}.{ext}"
                             for lang in (self.src, self.tgt) for ext in ("bin", "idx")]
@@ -303,10 +297,10 @@ def say(message: str) -> None:
 def _teacher_paths(spec: str) -> list[str]:
     paths = [p for p in spec.split(":") if p]
     if not paths:
-        raise CliError("--teacher is empty; give a checkpoint, or several joined by ':'")
+        raise SeqKDError("--teacher is empty; give a checkpoint, or several joined by ':'")
     for path in paths:
         if not os.path.isfile(path):
-            raise CliError(f"--teacher: {path} does not exist")
+            raise SeqKDError(f"--teacher: {path} does not exist")
     return paths
 
 
@@ -325,21 +319,21 @@ def check_teacher_dictionaries(paths: Sequence[str], data: DataBin) -> None:
 
 def _check_args(args: argparse.Namespace) -> None:
     if args.beam < 1:
-        raise CliError(f"--beam must be >= 1, got {args.beam}")
+        raise SeqKDError(f"--beam must be >= 1, got {args.beam}")
     if args.nbest is None:
         args.nbest = 1 if args.strategy == "seq-kd" else args.beam
     if not 1 <= args.nbest <= args.beam:
-        raise CliError(f"--nbest must be in [1, --beam {args.beam}], got {args.nbest}")
+        raise SeqKDError(f"--nbest must be in [1, --beam {args.beam}], got {args.nbest}")
     if args.strategy == "seq-inter" and args.nbest == 1:
         say("warning: seq-inter with --nbest 1 selects the teacher's best, as seq-kd does")
     if args.workers < 1:
-        raise CliError(f"--workers must be >= 1, got {args.workers}")
+        raise SeqKDError(f"--workers must be >= 1, got {args.workers}")
     if args.batch_size is not None and args.batch_size < 1:
-        raise CliError(f"--batch-size must be >= 1, got {args.batch_size}")
+        raise SeqKDError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.max_len_ratio is not None and not args.max_len_ratio >= 1.0:
-        raise CliError(f"--max-len-ratio must be >= 1, got {args.max_len_ratio}")
+        raise SeqKDError(f"--max-len-ratio must be >= 1, got {args.max_len_ratio}")
     if not re.fullmatch(r"[A-Za-z0-9_-]+", args.split):
-        raise CliError(f"--split must be a split name such as train, got {args.split!r}")
+        raise SeqKDError(f"--split must be a split name such as train, got {args.split!r}")
 
 
 # ------------------------------------------------------------------------------ stage bodies
@@ -351,7 +345,7 @@ def run_generate(
     try:
         from fairseq_seqkd.cli.generate import main as generate_main
     except ImportError as exc:
-        raise CliError(f"seqkd-generate is not available ({exc})") from exc
+        raise SeqKDError(f"seqkd-generate is not available ({exc})") from exc
     nbest_path = stage.path(f"{args.split}.nbest")
     argv = [data.dir, "--path", args.teacher, "--gen-subset", args.split,
             "--beam", str(args.beam), "--nbest", str(args.nbest), "--output", nbest_path,
@@ -364,7 +358,7 @@ def run_generate(
     status = generate_main(argv)
     seconds = time.perf_counter() - start
     if status != 0:
-        raise CliError(f"seqkd-generate failed (exit status {status}); see its message above")
+        raise SeqKDError(f"seqkd-generate failed (exit status {status}); see its message above")
     nbest, skipped = read_generated(nbest_path, size)
     hyps = sum(len(h) for h in nbest.values())
     summary = {"sentences": size, "decoded": len(nbest), "skipped": len(skipped),
@@ -390,12 +384,12 @@ def read_generated(nbest_path: str, size: int) -> tuple[dict, set[int]]:
                 if not line.strip():
                     continue
                 if not line.strip().isdigit():
-                    raise CliError(f"{skipped_path}:{lineno}: expected a sentence index, "
+                    raise SeqKDError(f"{skipped_path}:{lineno}: expected a sentence index, "
                                    f"got {line.strip()[:40]!r}")
                 skipped.add(int(line))
     missing = [i for i in range(size) if not nbest.get(i) and i not in skipped]
     if missing:
-        raise CliError(
+        raise SeqKDError(
             f"{nbest_path} is incomplete: no hypotheses for sentence index {missing[0]} "
             f"({len(missing)} of {size} missing and not listed in {skipped_path})"
         )
@@ -442,7 +436,7 @@ def run_binarize(args: argparse.Namespace, data: DataBin, stage: Stage, select: 
     with open(select.path(f"{args.split}.targets"), encoding="utf-8", newline="\n") as handle:
         targets = [line.rstrip("\n") for line in handle]
     if len(kept) != len(targets):
-        raise CliError(f"{select.dir} is inconsistent ({len(kept)} indices, {len(targets)} "
+        raise SeqKDError(f"{select.dir} is inconsistent ({len(kept)} indices, {len(targets)} "
                        f"targets); delete it and rerun")
     name = os.path.basename(data.prefix)  # "<split>.<src>-<tgt>."
     outputs = []
@@ -482,9 +476,9 @@ def _run(argv: Sequence[str] | None) -> int:
     teachers = _teacher_paths(args.teacher)
     out = os.path.abspath(args.output)
     if os.path.exists(out) and not os.path.isdir(out):
-        raise CliError(f"--output: {args.output} exists and is not a directory")
+        raise SeqKDError(f"--output: {args.output} exists and is not a directory")
     if os.path.isdir(out) and os.path.samefile(out, data.dir):
-        raise CliError("--output must differ from --data (it would overwrite the gold split)")
+        raise SeqKDError("--output must differ from --data (it would overwrite the gold split)")
 
     generate = Stage(out, "generate", 1, {
         "data": data.fingerprint(), "teacher": _stat(teachers), "beam": args.beam,
@@ -555,9 +549,7 @@ def _summary_text(summary: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``seqkd-build``; returns the exit status."""
-    from fairseq_seqkd.cli.entry import USER_ERRORS, run_main
-
-    return run_main(PROG, _run, argv, (*USER_ERRORS, CliError, ValueError, OSError))
+    return run_main(PROG, _run, argv, (*USER_ERRORS, ValueError, OSError))
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import time
 from collections.abc import Sequence
 
 from fairseq_seqkd.atomic import atomic_write_all
-from fairseq_seqkd.cli.entry import run_main
+from fairseq_seqkd.cli.entry import OneLineParser, run_main
 from fairseq_seqkd.distill.nbest import (
     Hypothesis,
     NbestFormatError,
@@ -34,21 +34,13 @@ from fairseq_seqkd.distill.select import (
     STRATEGIES,
     select_targets,
 )
+from fairseq_seqkd.errors import SeqKDError
 
 PROG = "seqkd-select"
 
 
-class CliError(Exception):
-    """Bad command line or input; reported as one line, exit status 1."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise CliError(message)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = OneLineParser(
         prog=PROG,
         description="Select sequence-level KD targets (Kim & Rush, 2016) from a teacher n-best.",
     )
@@ -96,7 +88,7 @@ def _read_lines(path: str) -> list[str]:
         with open(path, "rb") as handle:
             data = handle.read()
     except OSError as exc:
-        raise CliError(f"cannot read {path}: {exc.strerror or exc}") from None
+        raise SeqKDError(f"cannot read {path}: {exc.strerror or exc}") from None
     raw_lines = data.split(b"\n")
     if raw_lines and raw_lines[-1] == b"":
         raw_lines.pop()
@@ -107,7 +99,7 @@ def _read_lines(path: str) -> list[str]:
         try:
             lines.append(raw.decode("utf-8"))
         except UnicodeDecodeError as exc:
-            raise CliError(
+            raise SeqKDError(
                 f"{path}:{lineno}: invalid UTF-8 byte 0x{raw[exc.start]:02x} "
                 f"at column {exc.start + 1}"
             ) from None
@@ -128,14 +120,14 @@ def _resolve_size(
     ]
     if len(counted) == 2 and counted[0][1] != counted[1][1]:
         (p1, n1), (p2, n2) = counted
-        raise CliError(f"line counts differ: {p1} has {n1} lines, {p2} has {n2}")
+        raise SeqKDError(f"line counts differ: {p1} has {n1} lines, {p2} has {n2}")
     nbest_size = max(nbest) + 1 if nbest else 0
     if args.size is not None:
         if args.size < 0:
-            raise CliError(f"--size must be >= 0, got {args.size}")
+            raise SeqKDError(f"--size must be >= 0, got {args.size}")
         for path, count in counted:
             if count != args.size:
-                raise CliError(f"{path} has {count} lines but --size is {args.size}")
+                raise SeqKDError(f"{path} has {count} lines but --size is {args.size}")
         size = args.size
     elif counted:
         size = counted[0][1]
@@ -145,29 +137,29 @@ def _resolve_size(
         against = " and ".join(f"{path} has {count} lines" for path, count in counted)
         if not against:
             against = f"--size is {size}"
-        raise CliError(
+        raise SeqKDError(
             f"{nbest_path} has hypotheses for sentence index {nbest_size - 1} "
             f"({len(nbest)} sentences, size {nbest_size}) but {against}"
         )
     try:
         check_indices(nbest, size, nbest_path, allow_missing=True)
     except NbestFormatError as exc:
-        raise CliError(str(exc)) from None
+        raise SeqKDError(str(exc)) from None
     return size
 
 
 def _run(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     if args.workers < 1:
-        raise CliError(f"--workers must be >= 1, got {args.workers}")
+        raise SeqKDError(f"--workers must be >= 1, got {args.workers}")
     if args.output_source and not args.source:
-        raise CliError("--output-source needs --source")
+        raise SeqKDError("--output-source needs --source")
     if args.strategy == "seq-inter" and not args.reference:
-        raise CliError("--strategy seq-inter needs --reference")
+        raise SeqKDError("--strategy seq-inter needs --reference")
     if args.fallback == "gold" and not args.reference:
-        raise CliError("--fallback gold needs --reference (or use --fallback drop)")
+        raise SeqKDError("--fallback gold needs --reference (or use --fallback drop)")
     if args.max_len_ratio is not None and not args.source:
-        raise CliError("--max-len-ratio needs --source")
+        raise SeqKDError("--max-len-ratio needs --source")
 
     nbest_path = args.nbest if args.nbest is not None else args.generate_log
     try:
@@ -175,7 +167,7 @@ def _run(argv: Sequence[str] | None) -> int:
             nbest_path
         )
     except OSError as exc:
-        raise CliError(f"cannot read {nbest_path}: {exc.strerror or exc}") from None
+        raise SeqKDError(f"cannot read {nbest_path}: {exc.strerror or exc}") from None
     sources = _read_lines(args.source) if args.source else None
     references = _read_lines(args.reference) if args.reference else None
     size = _resolve_size(args, nbest, nbest_path, sources, references)
@@ -212,11 +204,11 @@ def _run(argv: Sequence[str] | None) -> int:
         outputs[args.report] = json.dumps(report, indent=2, sort_keys=False) + "\n"
     for path in outputs:
         if os.path.isdir(path):
-            raise CliError(f"output path {path} is a directory")
+            raise SeqKDError(f"output path {path} is a directory")
     try:
         atomic_write_all(outputs)
     except OSError as exc:
-        raise CliError(f"cannot write outputs: {exc}") from None
+        raise SeqKDError(f"cannot write outputs: {exc}") from None
 
     print(json.dumps(report, indent=2))
     hyps = selection.report["hypotheses"]
@@ -231,7 +223,7 @@ def _run(argv: Sequence[str] | None) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``seqkd-select``; returns the exit status."""
-    return run_main(PROG, _run, argv, (CliError, NbestFormatError, ValueError))
+    return run_main(PROG, _run, argv, (SeqKDError, NbestFormatError, ValueError))
 
 
 if __name__ == "__main__":
