@@ -15,7 +15,7 @@ $(VENV)/.installed: setup.py
 	# fairseq-fixed compiles against the torch in the venv: install torch, numpy, cython
 	# first and build without isolation, so pip does not fetch a second torch.
 	$(PY) -m pip install "$(TORCH)" numpy cython
-	$(PY) -m pip install --no-build-isolation -e ".[test,plot]"
+	$(PY) -m pip install --no-build-isolation -e ".[test,plot,deploy]"
 	touch $@
 
 test: venv

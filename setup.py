@@ -32,6 +32,8 @@ setup(
     extras_require={
         "test": ["pytest", "hypothesis", "ruff"],
         "plot": ["matplotlib"],
+        # the served student: seqkd-export --format ctranslate2, seqkd-translate
+        "deploy": ["ctranslate2>=4.5"],
     },
     entry_points={
         "console_scripts": [
@@ -41,6 +43,7 @@ setup(
             "seqkd-build=fairseq_seqkd.cli.build:main",
             "seqkd-prune=fairseq_seqkd.cli.prune:main",
             "seqkd-export=fairseq_seqkd.cli.export:main",
+            "seqkd-translate=fairseq_seqkd.cli.translate:main",
             "seqkd-demo=fairseq_seqkd.cli.demo:main",
             "seqkd-benchmark=fairseq_seqkd.cli.benchmark:main",
             "seqkd-cache-teacher=fairseq_seqkd.cli.cache_teacher:main",

@@ -289,7 +289,7 @@ class Benchmark(Pipeline):
     def scores(self) -> tuple[dict[str, dict[str, Any]], str]:
         """Per model key: parameters and, per test set and beam, BLEU (``None`` where that
         model or decoding is not done yet); also sacrebleu's signature."""
-        from ..cli.prune import parameter_counts
+        from ..checkpoints import parameter_counts
         from ..teacher import load_checkpoint_state
 
         refs = {t: self._references(t) for t in self.test_sets}

@@ -675,7 +675,7 @@ class Pipeline:
 
     def results(self) -> tuple[list[ModelResult], str]:
         """Score every evaluated model; returns the rows and sacrebleu's signature."""
-        from ..cli.prune import parameter_counts
+        from ..checkpoints import parameter_counts
         from ..teacher import load_checkpoint_state
 
         refs = (self.raw / "test.tgt").read_text(encoding="utf-8").split("\n")

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from fairseq_seqkd.checkpoints import parameter_counts
 from fairseq_seqkd.cli import export as export_cli
-from fairseq_seqkd.cli.prune import parameter_counts
+from fairseq_seqkd.deploy import stock
 from fairseq_seqkd.errors import SeqKDError
 
 from ..conftest import BIN, PLUGIN, run_cli, train
@@ -147,14 +148,14 @@ def test_plugin_criterion_and_options_are_rewritten():
                                criterion="word_kd", user_dir="/x", teacher_path="t.pt",
                                kd_alpha=0.5, label_smoothing=0.1, prune_ratio=0.8,
                                encoder_embed_dim=16)
-    cfg = export_cli.plain({
+    cfg = stock.plain({
         "common": {"user_dir": "/x"}, "model": model,
         "task": {"_name": "translation_kd", "data": "bin", "prune_ratio": 0.8,
                  "distilled_data": "d"},
         "criterion": {"_name": "word_kd", "teacher_path": "t.pt", "kd_alpha": 0.5,
                       "label_smoothing": 0.1, "sentence_avg": False},
     })
-    out, changes = export_cli.stock_cfg(cfg)
+    out, changes = stock.stock_cfg(cfg)
     assert out["criterion"]["_name"] == "label_smoothed_cross_entropy"
     assert out["criterion"]["label_smoothing"] == 0.1
     assert not {"teacher_path", "kd_alpha"} & set(out["criterion"])
@@ -164,12 +165,12 @@ def test_plugin_criterion_and_options_are_rewritten():
                             "user_dir": None, "label_smoothing": 0.1, "encoder_embed_dim": 16}
     assert "criterion word_kd -> label_smoothed_cross_entropy" in changes
     cfg["criterion"]["label_smoothing"] = 0.0
-    assert export_cli.stock_cfg(cfg)[0]["criterion"] == {"_name": "cross_entropy",
+    assert stock.stock_cfg(cfg)[0]["criterion"] == {"_name": "cross_entropy",
                                                         "sentence_avg": False}
     with pytest.raises(SeqKDError, match="not a plain value"):
-        export_cli.plain({"x": object()})
+        stock.plain({"x": object()})
     with pytest.raises(SeqKDError, match="not a stock fairseq architecture"):
-        export_cli.stock_cfg({**cfg, "model": {"arch": "my_plugin_arch"}})
+        stock.stock_cfg({**cfg, "model": {"arch": "my_plugin_arch"}})
 
 
 def test_bad_input_is_one_line_and_writes_nothing(student, tmp_path, capsys):

@@ -16,6 +16,7 @@ from fairseq import options, tasks
 from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 from fairseq.optim.fp16_optimizer import FP16Optimizer
 
+from fairseq_seqkd.checkpoints import parameter_counts
 from fairseq_seqkd.cli import prune as prune_cli
 from fairseq_seqkd.errors import SeqKDError
 from fairseq_seqkd.pruning import compute_masks, cubic_sparsity
@@ -367,8 +368,8 @@ def test_seqkd_prune_offline_matches_the_hook(one_shot, toy_bin, tmp_path, capsy
     assert state["last_optimizer_state"].keys() == original["last_optimizer_state"].keys()
     assert updates(state) == updates(original)
     k = n_zeros(zeros(state))
-    total, nonzero = prune_cli.parameter_counts(original["model"])
-    after = prune_cli.parameter_counts(state["model"])
+    total, nonzero = parameter_counts(original["model"])
+    after = parameter_counts(state["model"])
     assert after[0] == total and after[1] <= total - k < nonzero
     assert f"before: {total:,} parameters, {nonzero:,} non-zero" in report
     assert f"after:  {total:,} parameters, {after[1]:,} non-zero" in report

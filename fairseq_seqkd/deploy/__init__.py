@@ -1,0 +1,1 @@
+"""Deploying a student: a stock fairseq checkpoint, a CTranslate2 model, a fast translator."""
