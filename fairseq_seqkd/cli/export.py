@@ -81,7 +81,8 @@ def _run(argv: Sequence[str] | None) -> int:
     if args.quantization != parser.get_default("quantization"):
         given.append("--quantization")
     if given:
-        parser.error(f"{', '.join(given)} only apply with --format ctranslate2")
+        verb = "applies" if len(given) == 1 else "apply"
+        parser.error(f"{', '.join(given)} {verb} only with --format ctranslate2")
     result = export_stock(paths, args.output)
     what = paths[0] if len(paths) == 1 else f"average of {len(paths)}: {', '.join(paths)}"
     print(f"{PROG}: {what} -> {args.output}")

@@ -126,16 +126,21 @@ def _check_spm(spm_model: str | None) -> None:
         raise SeqKDError(f"--spm-model {spm_model} is not a sentencepiece model") from exc
 
 
-def _languages(task: dict[str, Any], data: str) -> tuple[str, str]:
+def _languages(task: dict[str, Any], *data_dirs: str) -> tuple[str, str]:
+    """The checkpoint's language pair, else the one the data directories' files name."""
     src, tgt = task.get("source_lang"), task.get("target_lang")
-    if src is None or tgt is None:
-        from fairseq.data.data_utils import infer_language_pair
+    if src is not None and tgt is not None:
+        return src, tgt
+    from fairseq.data.data_utils import infer_language_pair
 
-        src, tgt = infer_language_pair(data)
-    if src is None or tgt is None:
-        raise SeqKDError(f"--data {data}: cannot tell the language pair (the checkpoint names "
-                         "none and no train.SRC-TGT.* files are there)")
-    return src, tgt
+    for directory in data_dirs:
+        if directory and os.path.isdir(directory):
+            src, tgt = infer_language_pair(directory)
+            if src is not None and tgt is not None:
+                return src, tgt
+    raise SeqKDError(f"--data {data_dirs[0]}: cannot tell the language pair (the checkpoint "
+                     "names none and no train.SRC-TGT.* files are there); binarize with "
+                     "--source-lang/--target-lang or pass the training data directory")
 
 
 def _dictionaries(data: str, src: str, tgt: str, option: str) -> list[str]:
@@ -199,12 +204,13 @@ def export_ctranslate2(
     cfg = state["cfg"]
     model_cfg = dict(cfg.get("model") or {})
     data_option = "--data" if data else f"{paths[0]}: training data directory"
-    data = data or str(model_cfg.get("data") or (cfg.get("task") or {}).get("data") or "")
-    data = data.split(os.pathsep)[0]
+    recorded = str(model_cfg.get("data") or (cfg.get("task") or {}).get("data") or "")
+    recorded = recorded.split(os.pathsep)[0]
+    data = data or recorded
     if not data or not os.path.isdir(data):
         raise SeqKDError(f"{data_option} {data or '(none recorded)'} is not a directory; "
                          "pass --data DIR with the model's dict.*.txt")
-    src, tgt = _languages(cfg.get("task") or model_cfg, data)
+    src, tgt = _languages(cfg.get("task") or model_cfg, data, recorded)
     dictionaries = _dictionaries(data, src, tgt, data_option)
     total, nonzero = parameter_counts(state["model"])
 
