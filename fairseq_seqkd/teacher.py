@@ -21,11 +21,11 @@ from .errors import SeqKDError
 logger = logging.getLogger(__name__)
 
 
-def split_paths(path_spec: str) -> list[str]:
-    """``a.pt:b.pt`` -> ``["a.pt", "b.pt"]``, fairseq's ensemble syntax."""
+def split_paths(path_spec: str, option: str = "--teacher-path") -> list[str]:
+    """``a.pt:b.pt`` -> ``["a.pt", "b.pt"]``, fairseq's ensemble syntax (every tool's)."""
     paths = [p for p in path_spec.split(":") if p]
     if not paths:
-        raise SeqKDError("--teacher-path is empty; give a checkpoint, or several joined by ':'")
+        raise SeqKDError(f"{option} is empty; give a checkpoint, or several joined by ':'")
     return paths
 
 
