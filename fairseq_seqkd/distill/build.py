@@ -524,8 +524,10 @@ def build_distilled_data(
         say(f"{select.label}: done in {result.select['seconds']}s; selection report:\n"
             + json.dumps(result.select, indent=2))
 
+    # the fallback decides whether <split>.kept-indices is written or removed, even when the
+    # selection's bytes stay the same (nothing was dropped)
     binarize = Stage(out, "binarize", 3, {
-        "select": select.digest(), "data": bin_.fingerprint(),
+        "select": select.digest(), "data": bin_.fingerprint(), "fallback": opts.fallback,
     })
     done = binarize.done()
     if done is not None:
