@@ -45,6 +45,21 @@ def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO[Any]]:
         raise
 
 
+def fsync_path(path: str | os.PathLike) -> None:
+    """Force a closed file's bytes to disk, before it is renamed into place."""
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
+
+
+def replace_synced(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Move a finished temporary file into place, its bytes on disk first.
+
+    For files written by other libraries' writers (fairseq's indexed-dataset builder).
+    """
+    fsync_path(tmp)
+    os.replace(tmp, path)
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     with atomic_open(path) as handle:
         handle.write(text)

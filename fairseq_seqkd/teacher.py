@@ -21,11 +21,11 @@ from .errors import SeqKDError
 logger = logging.getLogger(__name__)
 
 
-def split_paths(path_spec: str) -> list[str]:
-    """``a.pt:b.pt`` -> ``["a.pt", "b.pt"]``, fairseq's ensemble syntax."""
+def split_paths(path_spec: str, option: str = "--teacher-path") -> list[str]:
+    """``a.pt:b.pt`` -> ``["a.pt", "b.pt"]``, fairseq's ensemble syntax (every tool's)."""
     paths = [p for p in path_spec.split(":") if p]
     if not paths:
-        raise SeqKDError("--teacher-path is empty; give a checkpoint, or several joined by ':'")
+        raise SeqKDError(f"{option} is empty; give a checkpoint, or several joined by ':'")
     return paths
 
 
@@ -67,12 +67,18 @@ def check_same_dictionary(
         )
 
 
+def recorded_data_dir(state: dict[str, Any]) -> str:
+    """The (first) data directory a checkpoint's training read, as recorded in it."""
+    task_cfg = state["cfg"].get("task") or {}
+    return str(task_cfg.get("data") or "").split(":")[0]
+
+
 def teacher_dictionaries(
     path: str, state: dict[str, Any], data_dir: str | None, src_lang: str, tgt_lang: str
 ) -> tuple[Dictionary, Dictionary] | None:
     """The dictionaries a teacher was trained with, or None when their files are gone."""
     task_cfg = state["cfg"].get("task") or {}
-    directory = data_dir or str(task_cfg.get("data") or "").split(":")[0]
+    directory = data_dir or recorded_data_dir(state)
     src = task_cfg.get("source_lang") or src_lang
     tgt = task_cfg.get("target_lang") or tgt_lang
     files = [os.path.join(directory, f"dict.{lang}.txt") for lang in (src, tgt)]
@@ -100,33 +106,38 @@ def check_teacher_dictionaries(
     data_name: str | Sequence[str],
     data_dir: str | None = None,
     langs: tuple[str, str] = ("src", "tgt"),
-) -> tuple[Dictionary, Dictionary] | None:
+) -> tuple[Dictionary, Dictionary]:
     """Refuse a teacher trained with other (source, target) dictionaries than the data's.
 
-    Compares the teacher's ``dict.*.txt`` symbol by symbol when they can be found (returned),
-    else only its embedding sizes, with a warning. ``None`` in ``dictionaries``: side unused.
-    ``data_name`` names the data in errors, once or per side.
+    Compares the teacher's ``dict.*.txt`` symbol by symbol, read from ``data_dir``
+    (``--teacher-data``) or else from the data directory recorded in the checkpoint, and returns
+    them. When neither holds them the teacher's symbols are unknown: equal vocabulary sizes would
+    not show a reordered dictionary, so that is an error asking for ``--teacher-data``.
+    ``None`` in ``dictionaries``: side unused. ``data_name`` names the data in errors, once or
+    per side.
     """
     sides = ("source", "target")
     names = (data_name, data_name) if isinstance(data_name, str) else tuple(data_name)
     found = teacher_dictionaries(path, state, data_dir, *langs)
-    if found is not None:
-        for side, theirs, ours, name in zip(sides, found, dictionaries, names):
-            if ours is not None:
-                check_same_dictionary(side, theirs, f"teacher {path}", ours, name)
-        return found
-    for side, ours, name in zip(sides, dictionaries, names):
-        rows = embedding_rows(state, side)
-        if ours is not None and rows is not None and rows != len(ours):
-            raise SeqKDError(
-                f"{side} dictionaries differ: teacher {path} has {rows} symbols, "
-                f"{name} has {len(ours)}"
-            )
-    logger.warning(
-        "teacher %s: the dict.*.txt files it was trained with were not found (pass their "
-        "directory); only the vocabulary sizes were checked against %s", path, names[-1],
-    )
-    return None
+    if found is None:
+        for side, ours, name in zip(sides, dictionaries, names):
+            rows = embedding_rows(state, side)
+            if ours is not None and rows is not None and rows != len(ours):
+                raise SeqKDError(
+                    f"{side} dictionaries differ: teacher {path} has {rows} symbols, "
+                    f"{name} has {len(ours)}"
+                )
+        where = (f"--teacher-data {data_dir}" if data_dir else
+                 f"{recorded_data_dir(state) or '?'} (the data directory recorded in it)")
+        raise SeqKDError(
+            f"teacher {path}: its dict.*.txt files are not in {where}, so its dictionaries "
+            f"cannot be compared with {names[-1]} symbol by symbol; pass --teacher-data DIR, the "
+            f"directory holding the dictionaries it was trained with"
+        )
+    for side, theirs, ours, name in zip(sides, found, dictionaries, names):
+        if ours is not None:
+            check_same_dictionary(side, theirs, f"teacher {path}", ours, name)
+    return found
 
 
 class FrozenTeacher:
@@ -159,7 +170,7 @@ class FrozenTeacher:
                 path, state, (src_dict, tgt_dict), "the student's data", data_dir,
                 (src_lang, tgt_lang),
             )
-            if dicts is not None and first is None:
+            if first is None:
                 first = (path, dicts)
             model = task.build_model(state["cfg"]["model"], from_checkpoint=True)
             model.load_state_dict(state["model"], strict=True, model_cfg=state["cfg"]["model"])

@@ -1,7 +1,9 @@
 """``seqkd-generate``: decode a binarized split with the teacher into an n-best file.
 
 Every ``fairseq-generate`` option works (same parser, same generator); ours are ``--output``
-(required) and ``--chunk-size``; ``--num-shards``/``--shard-id`` split the work::
+(required), ``--chunk-size`` and ``--teacher-data`` (where the teacher's ``dict.*.txt`` are, when
+the data directory recorded in its checkpoint is gone); ``--num-shards``/``--shard-id`` split
+the work::
 
     seqkd-generate data-bin --path teacher.pt --gen-subset train --beam 5 --nbest 5 \\
         --batch-size 128 --output train.nbest            # resumable: rerun after a kill
@@ -25,7 +27,8 @@ import argparse
 import sys
 
 from fairseq_seqkd.cli.entry import is_merge, summary_main
-from fairseq_seqkd.distill.generate import GenerationSummary, generate_nbest, merge_shards
+from fairseq_seqkd.distill.generate import GenerationSummary, generate_nbest
+from fairseq_seqkd.distill.merge import merge_shards
 
 PROG = "seqkd-generate"
 

@@ -43,6 +43,7 @@ from fairseq.data.indexed_dataset import (
 )
 from torch import Tensor
 
+from ..atomic import atomic_open, atomic_write_text, replace_synced
 from ..errors import SeqKDError
 
 CACHE_FORMAT = 1
@@ -99,8 +100,8 @@ class CacheWriter:
     def finish(self) -> None:
         for builder, tmp, final in zip((self.ids, self.lprobs), self.tmp, self.prefixes):
             builder.finalize(index_file_path(tmp))
-            os.replace(data_file_path(tmp), data_file_path(final))
-            os.replace(index_file_path(tmp), index_file_path(final))
+            replace_synced(data_file_path(tmp), data_file_path(final))
+            replace_synced(index_file_path(tmp), index_file_path(final))
 
 
 def checksums_path(directory: str, split: str) -> str:
@@ -111,15 +112,9 @@ def write_meta(directory: str, meta: CacheMeta, checksums: Sequence[int]) -> Non
     """Checksums, then the description that marks the cache complete."""
     if len(checksums) != meta.size:
         raise ValueError(f"{len(checksums)} checksums for {meta.size} sentences")
-    path = checksums_path(directory, meta.split)
-    tmp = f"{path}.tmp{os.getpid()}.npy"
-    np.save(tmp, np.asarray(checksums, dtype=np.uint32))
-    os.replace(tmp, path)
-    path = meta_path(directory, meta.split)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(asdict(meta), f)
-    os.replace(tmp, path)
+    with atomic_open(checksums_path(directory, meta.split), "wb") as handle:
+        np.save(handle, np.asarray(checksums, dtype=np.uint32))
+    atomic_write_text(meta_path(directory, meta.split), json.dumps(asdict(meta)))
 
 
 def invalidate(directory: str, split: str) -> None:

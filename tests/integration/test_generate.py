@@ -14,6 +14,7 @@ import torch
 
 from fairseq_seqkd.cli.generate import main
 from fairseq_seqkd.distill import generate as gen
+from fairseq_seqkd.distill.merge import merge_shards
 from fairseq_seqkd.distill.nbest import (
     Hypothesis,
     check_indices,
@@ -21,6 +22,7 @@ from fairseq_seqkd.distill.nbest import (
     read_generate_log,
     read_nbest,
 )
+from fairseq_seqkd.errors import SeqKDError
 
 from ..conftest import PLUGIN, cli, run_cli
 
@@ -251,12 +253,12 @@ def test_merge_refuses_duplicates_and_gaps(tmp_path, capsys, shards, size, messa
 def test_merge_keeps_skipped_indices(tmp_path):
     a = write_shard(tmp_path / "a", [0, 3], skipped=[])
     b = write_shard(tmp_path / "b", [2], skipped=[1, 4])
-    summary = gen.merge_shards([str(a), str(b)], str(tmp_path / "m"), 5)
+    summary = merge_shards([str(a), str(b)], str(tmp_path / "m"), 5)
     assert (summary.sentences, summary.hypotheses, summary.skipped) == (3, 6, [1, 4])
     assert (tmp_path / "m.skipped").read_text() == "1\n4\n"
     assert list(read_nbest(tmp_path / "m")) == [0, 2, 3]
-    with pytest.raises(gen.SeqKDError, match="out of range"):
-        gen.merge_shards([str(a), str(b)], str(tmp_path / "m2"), 4)
+    with pytest.raises(SeqKDError, match="out of range"):
+        merge_shards([str(a), str(b)], str(tmp_path / "m2"), 4)
 
 
 @pytest.fixture(scope="module")

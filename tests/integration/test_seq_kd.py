@@ -166,6 +166,47 @@ def test_fallback_drop_writes_kept_indices(kd_dir, toy_bin, teacher_ckpt, tmp_pa
     capsys.readouterr()
 
 
+def test_fallback_switch_with_nothing_dropped_rewrites_kept_indices(kd_dir, toy_bin,
+                                                                    teacher_ckpt, tmp_path,
+                                                                    capsys):
+    """No filter drops anything, so the selection's bytes are the same under either fallback;
+    the binarized data must still follow the switch (a stale train.kept-indices would make the
+    aligned data unusable as --distilled-data)."""
+    out = tmp_path / "switch"
+    shutil.copytree(kd_dir[0], out)
+    args = ["--data", str(toy_bin), "--teacher", str(teacher_ckpt), "--output", str(out),
+            "--strategy", "seq-kd", *BUILD]
+    assert build.main([*args, "--fallback", "drop"]) == 0
+    assert stages(capsys.readouterr().out) == {
+        "generate": "skipped", "select": "running", "binarize": "running"}
+    kept = (out / "train.kept-indices").read_text().split()
+    assert kept == [str(i) for i in range(600)]  # nothing dropped, all listed
+    assert build.main([*args, "--fallback", "gold"]) == 0
+    assert stages(capsys.readouterr().out)["binarize"] == "running"
+    assert not (out / "train.kept-indices").exists()
+    assert lines(out, "tgt") == lines(kd_dir[0], "tgt")
+    setup_task(toy_bin, "--distilled-data", out)[0].load_dataset("train")  # accepted
+
+
+def test_python_api_builds_the_same_data_as_the_cli(kd_dir, toy_bin, teacher_ckpt, tmp_path):
+    from fairseq_seqkd.distill.build import build_distilled_data
+
+    out = tmp_path / "api"
+    shutil.copytree(kd_dir[0] / "seqkd" / "generate", out / "seqkd" / "generate")  # no decoding
+    messages: list[str] = []
+    summary = build_distilled_data(str(toy_bin), str(teacher_ckpt), str(out), "seq-kd", beam=3,
+                                   nbest=3, cpu=True, batch_size=200, log=messages.append)
+    assert summary.ran == ["select", "binarize"] and summary.select["mean_selected_rank"] == 0
+    assert summary.binarize["sentences"] == 600
+    assert any(m.startswith("[3/3] binarize: done") for m in messages)
+    for ext in ("bin", "idx"):
+        name = f"{PAIR}tgt.{ext}"
+        assert (out / name).read_bytes() == (kd_dir[0] / name).read_bytes()
+    with pytest.raises(SeqKDError, match=r"--fallback must be one of gold, drop, got 'keep'"):
+        build_distilled_data(str(toy_bin), str(teacher_ckpt), str(out), "seq-kd",
+                             fallback="keep")
+
+
 @pytest.mark.parametrize("args, message", [
     (["--sim", "meteor"], r"argument --sim: invalid choice: 'meteor'"),
     (["--nbest", "4"], r"--nbest must be in \[1, --beam 3\], got 4"),

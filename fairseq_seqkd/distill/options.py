@@ -1,0 +1,159 @@
+"""The options of the tools that run a teacher over chunks: parsing, checks, what to record.
+
+``seqkd-generate`` and ``seqkd-cache-teacher`` take fairseq-generate's options (same parser) plus
+``--output``, ``--chunk-size`` and ``--teacher-data``; :func:`resume_options` lists every option
+that can change their output's bytes, which a resumed run must repeat.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from fairseq import options
+from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+from omegaconf import DictConfig, OmegaConf
+
+from ..errors import SeqKDError
+from ..teacher import split_paths
+from .chunks import DEFAULT_CHUNK_SIZE
+
+logger = logging.getLogger(__name__)
+
+def build_parser() -> argparse.ArgumentParser:
+    """fairseq's generation parser plus the options of ``seqkd-generate``."""
+    parser = options.get_generation_parser(default_task="translation")
+    parser.prog = "seqkd-generate"
+    group = parser.add_argument_group("seqkd-generate")
+    group.add_argument(
+        "--output", required=True, metavar="FILE",
+        help="n-best file to write (index, rank, score, tokens); skipped sentence indices go "
+        "to FILE.skipped, unfinished work to FILE.parts/",
+    )
+    add_chunked_arguments(group)
+    return parser
+
+
+TEACHER_DATA_HELP = (
+    "directory holding the teacher's dict.*.txt, to check them against the data's (default: "
+    "the data directory recorded in the teacher checkpoint)"
+)
+
+
+def add_chunked_arguments(group: Any) -> None:
+    """``--chunk-size`` and ``--teacher-data``, shared by the tools built on the chunk runner."""
+    group.add_argument(
+        "--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, metavar="N",
+        help="sentence indices per committed chunk: the unit of resuming and of sharding "
+        "(shards use --num-shards/--shard-id and must share it)",
+    )
+    group.add_argument("--teacher-data", default=None, metavar="DIR", help=TEACHER_DATA_HELP)
+
+
+def parse_generation_args(argv: Sequence[str]) -> tuple[DictConfig, argparse.Namespace]:
+    parser = build_parser()
+    args = options.parse_args_and_arch(parser, input_args=list(argv))
+    return convert_namespace_to_omegaconf(args), args
+
+
+def check_chunked_options(cfg: DictConfig, args: argparse.Namespace) -> None:
+    """Checks shared by the tools that run a teacher over chunks (and fairseq's batch default)."""
+    if cfg.common_eval.path is None:
+        raise SeqKDError("--path is required: a teacher checkpoint, or several joined by ':'")
+    if args.chunk_size < 1:
+        raise SeqKDError(f"--chunk-size must be >= 1, got {args.chunk_size}")
+    shards, shard = cfg.dataset.num_shards, cfg.dataset.shard_id
+    if shards < 1 or not 0 <= shard < shards:
+        raise SeqKDError(f"--shard-id must be in [0, --num-shards {shards}), got {shard}")
+    if cfg.dataset.max_tokens is None and cfg.dataset.batch_size is None:
+        cfg.dataset.max_tokens = 12000  # fairseq-generate's default
+
+
+def check_generation_options(cfg: DictConfig, args: argparse.Namespace) -> None:
+    """seqkd-generate's checks: the chunked tools' and beam search's."""
+    check_chunked_options(cfg, args)
+    gen = cfg.generation
+    if gen.nbest < 1 or gen.nbest > gen.beam:
+        raise SeqKDError(f"--nbest must be in [1, --beam {gen.beam}], got {gen.nbest}")
+    if gen.sampling and gen.nbest != gen.beam:
+        raise SeqKDError("--sampling needs --nbest equal to --beam (fairseq's rule)")
+    if cfg.common_eval.post_process:
+        logger.warning(
+            "--post-process/--remove-bpe is ignored: the n-best keeps the teacher's subwords"
+        )
+
+
+def json_plain(node: Any) -> Any:
+    """A JSON-comparable copy of a config node (enums as strings)."""
+    if isinstance(node, DictConfig):
+        node = OmegaConf.to_container(node, resolve=True)
+    return json.loads(json.dumps(node, default=str, sort_keys=True))
+
+
+def option_flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def checkpoint_paths(cfg: DictConfig) -> list[str]:
+    return split_paths(cfg.common_eval.path, "--path")
+
+
+def device(cfg: DictConfig) -> str:
+    """Where the teacher runs: ``cuda`` unless ``--cpu`` or no GPU."""
+    return "cuda" if torch.cuda.is_available() and not cfg.common.cpu else "cpu"
+
+
+def plain_loading(cfg: DictConfig) -> bool:
+    """Whether --path names the files themselves (no --checkpoint-suffix / shard count)."""
+    return not cfg.checkpoint.checkpoint_suffix and cfg.checkpoint.checkpoint_shard_count == 1
+
+
+#: options of fairseq-generate's printing and of training-time validation: no effect on the n-best
+_NO_EFFECT = frozenset(
+    {"print_alignment", "print_step", "sacrebleu", "retain_iter_history", "train_subset"}
+)
+
+
+def resume_options(cfg: DictConfig, args: argparse.Namespace, device: str) -> dict[str, Any]:
+    """Every option that can change the bytes of the output, keyed by its command-line flag."""
+    opts: dict[str, Any] = {}
+    for name, value in json_plain(cfg.generation).items():
+        if not name.startswith("_") and name not in _NO_EFFECT:
+            opts[option_flag(name)] = value
+    for name, value in json_plain(cfg.task).items():
+        if name in _NO_EFFECT or name.startswith("eval_"):
+            continue
+        if name == "_name":
+            opts["--task"] = value
+        elif name == "data":
+            opts["DATA"] = [os.path.abspath(p) for p in str(value).split(os.pathsep) if p]
+        else:
+            opts[option_flag(name)] = value
+    for name in ("gen_subset", "batch_size", "max_tokens", "required_batch_size_multiple",
+                 "skip_invalid_size_inputs_valid_test", "num_shards", "shard_id"):
+        opts[option_flag(name)] = json_plain(cfg.dataset[name])
+    opts["--fp16"] = bool(cfg.common.fp16)
+    opts["--seed"] = cfg.common.seed
+    opts["--model-overrides"] = cfg.common_eval.model_overrides
+    opts["--checkpoint-suffix"] = cfg.checkpoint.checkpoint_suffix
+    opts["--checkpoint-shard-count"] = cfg.checkpoint.checkpoint_shard_count
+    opts["--chunk-size"] = args.chunk_size
+    opts["device (--cpu)"] = device
+    checkpoints = []
+    for path in checkpoint_paths(cfg):
+        if plain_loading(cfg) and not os.path.isfile(path):
+            raise SeqKDError(f"--path: {path} does not exist")
+        try:
+            stat = os.stat(path)
+            checkpoints.append([os.path.abspath(path), stat.st_size, stat.st_mtime_ns])
+        except OSError:
+            checkpoints.append([os.path.abspath(path), None, None])
+    opts["--path (files, sizes, mtimes)"] = checkpoints
+    return opts
+
+
