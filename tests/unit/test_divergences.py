@@ -12,6 +12,8 @@ from fairseq_seqkd.divergences import (
     divergence_full,
     divergence_topk,
     ensemble_log_probs,
+    generalized_jsd_full,
+    generalized_jsd_topk,
     tempered_log_probs,
     truncate_topk,
 )
@@ -27,6 +29,16 @@ def reference(p: list[float], q: list[float], name: str) -> float:
         m = [(pi + qi) / 2 for pi, qi in zip(p, q)]
         return 0.5 * reference(p, m, "kl") + 0.5 * reference(q, m, "kl")
     return 0.5 * sum(abs(pi - qi) for pi, qi in zip(p, q))
+
+
+def reference_jsd(p: list[float], q: list[float], beta: float) -> float:
+    """GKD's generalized JSD from its definition; beta = 0 / 1 are forward / reverse KL."""
+    if beta == 0.0:
+        return reference(p, q, "kl")
+    if beta == 1.0:
+        return reference(p, q, "reverse_kl")
+    m = [beta * pi + (1 - beta) * qi for pi, qi in zip(p, q)]
+    return beta * reference(p, m, "kl") + (1 - beta) * reference(q, m, "kl")
 
 
 def softmax(xs: list[float], t: float = 1.0) -> list[float]:
@@ -180,3 +192,129 @@ def test_full_kl_accepts_a_teacher_with_zero_probabilities() -> None:
     full = divergence_full(s, masked, "kl")
     assert torch.isfinite(full).all()
     torch.testing.assert_close(full, divergence_topk(s, lp, idx, "kl"))
+
+
+BETAS = [0.0, 0.1, 0.5, 0.9, 1.0]
+
+
+@pytest.mark.parametrize("beta", BETAS)
+@pytest.mark.parametrize("temperature", [1.0, 2.5])
+def test_generalized_jsd_full_matches_reference(beta: float, temperature: float) -> None:
+    s_logits, t_logits = random_logits(3, 5, 11, seed=21), random_logits(3, 5, 11, seed=22)
+    got = generalized_jsd_full(
+        tempered_log_probs(s_logits, temperature), tempered_log_probs(t_logits, temperature), beta
+    )
+    assert got.shape == (3, 5)
+    for i in range(3):
+        for j in range(5):
+            p = softmax(t_logits[i, j].tolist(), temperature)
+            q = softmax(s_logits[i, j].tolist(), temperature)
+            expected = reference_jsd(p, q, beta)
+            assert got[i, j].item() == pytest.approx(expected, rel=1e-9, abs=1e-12)
+
+
+@pytest.mark.parametrize("beta", BETAS)
+@pytest.mark.parametrize("k", [1, 4, 10])
+def test_generalized_jsd_topk_matches_reference(beta: float, k: int) -> None:
+    vocab = 10
+    s_logits, t_logits = random_logits(5, vocab, seed=23), random_logits(5, vocab, seed=24)
+    lp, idx = truncate_topk(tempered_log_probs(t_logits), k)
+    got = generalized_jsd_topk(tempered_log_probs(s_logits), lp, idx, beta)
+    for i in range(5):
+        p_full = softmax(t_logits[i].tolist())
+        q = softmax(s_logits[i].tolist())
+        top = sorted(range(vocab), key=lambda v: -p_full[v])[:k]
+        mass = sum(p_full[v] for v in top)
+        p = [p_full[v] / mass if v in top else 0.0 for v in range(vocab)]
+        if beta == 1.0:  # reverse KL: the student is renormalised on the teacher's top k
+            q_mass = sum(q[v] for v in top)
+            expected = reference_jsd([p[v] for v in top], [q[v] / q_mass for v in top], beta)
+        else:  # the truncated teacher against the full student, over the whole vocabulary
+            expected = reference_jsd(p, q, beta)
+        assert got[i].item() == pytest.approx(expected, rel=1e-9, abs=1e-12)
+
+
+def test_generalized_jsd_ends_are_kl_and_reverse_kl_and_their_limits() -> None:
+    s = tempered_log_probs(random_logits(4, 9, seed=25))
+    t = tempered_log_probs(random_logits(4, 9, seed=26))
+    kl, rkl = divergence_full(s, t, "kl"), divergence_full(s, t, "reverse_kl")
+    assert torch.equal(generalized_jsd_full(s, t, 0.0), kl)
+    assert torch.equal(generalized_jsd_full(s, t, 1.0), rkl)
+    torch.testing.assert_close(generalized_jsd_full(s, t, 0.5), divergence_full(s, t, "js"))
+    # the ends are limits of the rescaled divergence: JSD(b) / b -> KL, JSD(b) / (1 - b) -> RKL
+    # (slowly where the student is far below the teacher: m ~ q needs beta p << q)
+    def rel_errors(value, end) -> list[float]:
+        return [((value(eps) / eps - end) / end).abs().max().item() for eps in (1e-4, 1e-6, 1e-8)]
+
+    for errors in (rel_errors(lambda e: generalized_jsd_full(s, t, e), kl),
+                   rel_errors(lambda e: generalized_jsd_full(s, t, 1 - e), rkl)):
+        assert errors[0] > errors[1] > errors[2] and errors[2] < 1e-3, errors
+    lp, idx = truncate_topk(t, 4)
+    assert torch.equal(generalized_jsd_topk(s, lp, idx, 0.0), divergence_topk(s, lp, idx, "kl"))
+    assert torch.equal(generalized_jsd_topk(s, lp, idx, 1.0),
+                       divergence_topk(s, lp, idx, "reverse_kl"))
+    torch.testing.assert_close(generalized_jsd_topk(s, lp, idx, 1e-8) / 1e-8,
+                               divergence_topk(s, lp, idx, "kl"), rtol=1e-3, atol=0)
+    lp9, idx9 = truncate_topk(t, 9)  # the whole vocabulary: top-k is the full divergence
+    torch.testing.assert_close(generalized_jsd_topk(s, lp9, idx9, 0.3),
+                               generalized_jsd_full(s, t, 0.3))
+
+
+@pytest.mark.parametrize("beta", BETAS)
+@pytest.mark.parametrize("topk", [0, 4])
+def test_generalized_jsd_gradients_match_float64(beta: float, topk: int) -> None:
+    s_logits = random_logits(3, 8, seed=27)
+    t = tempered_log_probs(random_logits(3, 8, seed=28), 2.0)
+
+    def loss(logits: torch.Tensor) -> torch.Tensor:
+        s = tempered_log_probs(logits, 2.0)
+        tt = t.to(s.dtype)
+        if topk:
+            return generalized_jsd_topk(s, *truncate_topk(tt, topk), beta).sum()
+        return generalized_jsd_full(s, tt, beta).sum()
+
+    x64 = s_logits.clone().requires_grad_(True)
+    loss(x64).backward()
+    x32 = s_logits.float().requires_grad_(True)
+    loss(x32).backward()
+    assert x32.grad is not None and x64.grad is not None
+    assert x64.grad.abs().max() > 1e-3
+    torch.testing.assert_close(x32.grad.double(), x64.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_generalized_jsd_gradient_is_the_analytic_one() -> None:
+    """d JSD(beta) / d q_v = (1 - beta) log(q_v / m_v), through the softmax."""
+    beta = 0.3
+    z = random_logits(2, 6, seed=29).requires_grad_(True)
+    t = tempered_log_probs(random_logits(2, 6, seed=30))
+    generalized_jsd_full(tempered_log_probs(z), t, beta).sum().backward()
+    q, p = torch.softmax(z.detach(), -1), t.exp()
+    g = (1 - beta) * torch.log(q / (beta * p + (1 - beta) * q))  # dJSD/dq
+    expected = q * (g - (q * g).sum(-1, keepdim=True))  # softmax Jacobian
+    torch.testing.assert_close(z.grad, expected)
+
+
+def test_generalized_jsd_rejects_beta_outside_the_unit_interval() -> None:
+    lp = tempered_log_probs(random_logits(2, 5))
+    for beta in (-0.1, 1.5, math.nan):
+        with pytest.raises(ValueError, match=r"--gkd-beta must be in \[0, 1\]"):
+            generalized_jsd_full(lp, lp, beta)
+        with pytest.raises(ValueError, match=r"--gkd-beta must be in \[0, 1\]"):
+            generalized_jsd_topk(lp, *truncate_topk(lp, 2), beta)
+
+
+@settings(max_examples=100, deadline=None)
+@given(data=st.data(), beta=st.floats(0.0, 1.0))
+def test_generalized_jsd_is_bounded_by_the_mixture_entropy(data, beta: float) -> None:
+    row = data.draw(logit_rows)
+    other = data.draw(st.lists(st.floats(-20, 20, allow_nan=False), min_size=len(row),
+                               max_size=len(row)))
+    s = tempered_log_probs(torch.tensor([other], dtype=torch.float64))
+    t = tempered_log_probs(torch.tensor([row], dtype=torch.float64))
+    value = generalized_jsd_full(s, t, beta).item()
+    assert value >= -1e-12
+    assert generalized_jsd_full(t, t, beta).item() == pytest.approx(0.0, abs=1e-12)
+    if 0 < beta < 1:  # JSD(beta) <= H(beta), the entropy of the mixture weights
+        assert value <= -beta * math.log(beta) - (1 - beta) * math.log1p(-beta) + 1e-12
+    lp, idx = truncate_topk(t, data.draw(st.integers(1, len(row))))
+    assert generalized_jsd_topk(s, lp, idx, beta).item() >= -1e-12
