@@ -10,11 +10,18 @@ step (forward, backward) of
       built in a temporary directory from the same teacher on the same batches, read back with
       ``TeacherCache`` and collated by ``CachedTeacherDataset.collater``, as in training; the
       reading and collating happen before the timed step, as in fairseq's DataLoader),
+  (f) gkd off-policy update (word_kd's step with JSD(0.5) instead of KL),
+  (g) gkd on-policy update (the student samples the batch's outputs, then student and teacher
+      are teacher-forced on them),
 and the peak memory each allocates during the step (torch profiler memory events, CPU, or the
-CUDA allocator's peak). The floor for word-KD is a + b: a student step plus a teacher forward.
-Configurations run interleaved, round after round, and the median is reported, so machine
-noise hits all of them alike. Without a teacher in the step, e's floor is a itself: its
-target is e/a <= 1.10 in time and in peak memory.
+CUDA allocator's peak). gkd draws whole updates on-policy with probability lambda, so its mean
+step time is (1 - lambda) f + lambda g: lambda 0.5 is reported as (f + g) / 2, lambda 1.0 as g,
+each as a ratio to a (plain CE) and c (word_kd). Two more rows time the student's sampling
+alone: gkd's lean incremental loop and fairseq's SequenceGenerator (beam 1, sampling), the
+alternative it was measured against. The floor for word-KD is a + b: a student step plus a
+teacher forward. Configurations run interleaved, round after round, and the median is reported,
+so machine noise hits all of them alike. Without a teacher in the step, e's floor is a itself:
+its target is e/a <= 1.10 in time and in peak memory.
 
     python benchmarks/word_kd_step.py [--vocab 8000] [--tokens 2048] [--rounds 7]
 """
@@ -28,10 +35,13 @@ from collections.abc import Callable
 from types import SimpleNamespace
 
 import torch
+from fairseq import search
 from fairseq.criterions.label_smoothed_cross_entropy import LabelSmoothedCrossEntropyCriterion
 from fairseq.data import Dictionary
 from fairseq.models.transformer import TransformerModel, base_architecture
+from fairseq.sequence_generator import SequenceGenerator
 
+from fairseq_seqkd.criterions.gkd import GKDCriterion, sample_student
 from fairseq_seqkd.criterions.word_kd import WordKDCriterion
 from fairseq_seqkd.distill.teacher_cache import (
     CACHE_FORMAT,
@@ -176,6 +186,12 @@ def main() -> None:
         crit.alpha, crit.teacher = 0.5, teacher  # an in-memory teacher instead of a file
         return crit
 
+    def gkd(lam: float) -> GKDCriterion:
+        crit = GKDCriterion(task, sentence_avg=False, label_smoothing=0.1, kd_alpha=0.0,
+                            gkd_lambda=0.0)
+        crit.alpha, crit.teacher, crit.lam = 0.5, teacher, lam
+        return crit
+
     def student_step(criterion: torch.nn.Module) -> Callable[[dict], None]:
         def step(batch: dict) -> None:
             student.zero_grad(set_to_none=True)
@@ -201,12 +217,32 @@ def main() -> None:
         student_step(cached_crit)(cached_batches[batch_index[id(batch)]])
 
     batch_index = {id(b): i for i, b in enumerate(batches)}
+    sampler = gkd(1.0)
+    generator = torch.Generator(device=device).manual_seed(0)
+    fairseq_sampler = SequenceGenerator([student], d, beam_size=1, max_len_a=sampler.max_len_a,
+                                        max_len_b=sampler.max_len_b,
+                                        search_strategy=search.Sampling(d))
+
+    def lean_sampling(batch: dict) -> None:
+        net_input = batch["net_input"]
+        sample_student(student, net_input, sampler.max_lens(student, net_input), d.eos(),
+                       d.pad(), generator=generator)
+
+    def fairseq_sampling(batch: dict) -> None:
+        student.eval()
+        fairseq_sampler.generate([student], batch)
+        student.train()
+
     configs = {
         "a label_smoothed_cross_entropy": student_step(lsce),
         "b teacher forward (no grad)": teacher_forward,
         "c word_kd full vocabulary": student_step(word_kd(0)),
         f"d word_kd top-{args.topk}": student_step(word_kd(args.topk)),
         cached_name: cached_step,
+        "f gkd off-policy update": student_step(gkd(0.0)),
+        "g gkd on-policy update": student_step(gkd(1.0)),
+        "sampling: gkd lean loop": lean_sampling,
+        "sampling: SequenceGenerator": fairseq_sampling,
     }
     for fn in configs.values():  # warm-up, and teacher placement
         fn(batches[0])
@@ -240,6 +276,13 @@ def main() -> None:
           f"d/a = {peaks[f'd word_kd top-{args.topk}'] / pa:.3f}   (target for d <= 1.30)")
     print(f"cached e/a: time {med[cached_name] / a:.3f}   memory {peaks[cached_name] / pa:.3f}   "
           f"(targets <= 1.10; the cache is float16, read and collated outside the step)")
+    f, g = med["f gkd off-policy update"], med["g gkd on-policy update"]
+    for lam, t in ((0.5, (f + g) / 2), (1.0, g)):
+        print(f"gkd lambda {lam}: {1000 * t:.1f} ms/step = {t / a:.2f} x CE step (a), "
+              f"{t / c:.2f} x word_kd step (c)")
+    lean, stock = med["sampling: gkd lean loop"], med["sampling: SequenceGenerator"]
+    print(f"student sampling: lean loop {1000 * lean:.1f} ms, SequenceGenerator "
+          f"{1000 * stock:.1f} ms ({stock / lean:.2f}x)")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,19 @@ of its mass. KL, JS and TVD on these bins equal the full-vocabulary divergences 
 truncated teacher and the full student (the teacher has no mass outside its top k, and JS's
 terms there are proportional to the student's mass). Reverse KL would be infinite against a
 truncated teacher, so for ``reverse_kl`` the student is renormalised on the top k as well.
+
+The generalized Jensen-Shannon divergence of GKD (Agarwal et al. 2024), with teacher p and
+student q,
+
+    JSD(beta) = beta KL(p || m) + (1 - beta) KL(q || m),   m = beta p + (1 - beta) q,
+
+is ``js`` at beta = 0.5. It vanishes at both ends, but JSD(beta) / beta -> KL(p || q) as
+beta -> 0 and JSD(beta) / (1 - beta) -> KL(q || p) as beta -> 1 (Huszar 2015), so beta = 0 is
+forward KL and beta = 1 reverse KL, computed with their own formulas (the mixture formula would
+give 0). As in the paper, no 1 / beta rescaling is applied in between: near the ends the value
+is about beta KL (or (1 - beta) KL). With a top-k teacher the student's mass outside the top k
+adds (1 - beta) log(1 / (1 - beta)) per unit of mass (there m = (1 - beta) q); at beta = 1 the
+student is renormalised on the top k, as for ``reverse_kl``.
 """
 
 import math
@@ -19,9 +32,6 @@ import torch
 from torch import Tensor
 
 DIVERGENCES: tuple[str, ...] = ("kl", "reverse_kl", "js", "tvd")
-
-_LOG2 = math.log(2.0)
-
 
 def check_divergence(name: str) -> None:
     if name not in DIVERGENCES:
@@ -75,8 +85,7 @@ def divergence_full(student_log_probs: Tensor, teacher_log_probs: Tensor, name: 
     if name == "reverse_kl":
         return _xlogx_ratio(lq, lp).sum(-1)
     if name == "js":
-        lm = torch.logaddexp(lp, lq) - _LOG2
-        return 0.5 * (_xlogx_ratio(lp, lm).sum(-1) + _xlogx_ratio(lq, lm).sum(-1))
+        return _jsd_bins(lq, lp, 0.5)
     return 0.5 * (lp.exp() - lq.exp()).abs().sum(-1)
 
 
@@ -99,12 +108,65 @@ def divergence_topk(
     if name == "reverse_kl":
         lq = lq - torch.logsumexp(lq, dim=-1, keepdim=True)
         return _xlogx_ratio(lq, lp).sum(-1)
-    student_rest = (1.0 - lq.exp().sum(-1)).clamp_min(0.0)
     if name == "js":
-        lm = torch.logaddexp(lp, lq) - _LOG2
-        inside = _xlogx_ratio(lp, lm).sum(-1) + _xlogx_ratio(lq, lm).sum(-1)
-        return 0.5 * (inside + student_rest * _LOG2)
-    return 0.5 * ((lp.exp() - lq.exp()).abs().sum(-1) + student_rest)
+        return _jsd_topk_bins(lq, lp, 0.5)
+    return 0.5 * ((lp.exp() - lq.exp()).abs().sum(-1) + _student_rest(lq))
+
+
+def check_beta(beta: float) -> None:
+    if not 0.0 <= beta <= 1.0:
+        raise ValueError(f"--gkd-beta must be in [0, 1], got {beta}")
+
+
+def generalized_jsd_full(
+    student_log_probs: Tensor, teacher_log_probs: Tensor, beta: float
+) -> Tensor:
+    """JSD(beta) between teacher and student per position, over the full vocabulary.
+
+    beta = 0 is ``kl`` (forward KL(teacher || student)), beta = 1 is ``reverse_kl``, both
+    exactly; see the module docstring.
+    """
+    check_beta(beta)
+    if beta == 0.0:
+        return divergence_full(student_log_probs, teacher_log_probs, "kl")
+    if beta == 1.0:
+        return divergence_full(student_log_probs, teacher_log_probs, "reverse_kl")
+    return _jsd_bins(_wide(student_log_probs), _wide(teacher_log_probs), beta)
+
+
+def generalized_jsd_topk(
+    student_log_probs: Tensor,
+    teacher_topk_log_probs: Tensor,
+    topk_indices: Tensor,
+    beta: float,
+) -> Tensor:
+    """JSD(beta) between the truncated teacher and the student, as :func:`divergence_topk`."""
+    check_beta(beta)
+    if beta == 0.0:
+        return divergence_topk(student_log_probs, teacher_topk_log_probs, topk_indices, "kl")
+    if beta == 1.0:
+        return divergence_topk(
+            student_log_probs, teacher_topk_log_probs, topk_indices, "reverse_kl"
+        )
+    lq = _wide(student_log_probs).gather(-1, topk_indices)
+    return _jsd_topk_bins(lq, _wide(teacher_topk_log_probs), beta)
+
+
+def _jsd_bins(lq: Tensor, lp: Tensor, beta: float) -> Tensor:
+    """beta KL(p || m) + (1 - beta) KL(q || m) summed over the last dimension, 0 < beta < 1."""
+    lm = torch.logaddexp(lp + math.log(beta), lq + math.log1p(-beta))
+    return beta * _xlogx_ratio(lp, lm).sum(-1) + (1.0 - beta) * _xlogx_ratio(lq, lm).sum(-1)
+
+
+def _jsd_topk_bins(lq: Tensor, lp: Tensor, beta: float) -> Tensor:
+    """JSD(beta) on the teacher's top k plus the bin of the student's remaining mass."""
+    outside = -(1.0 - beta) * math.log1p(-beta)  # q log(q / ((1 - beta) q)) per unit of q
+    return _jsd_bins(lq, lp, beta) + outside * _student_rest(lq)
+
+
+def _student_rest(lq_topk: Tensor) -> Tensor:
+    """The student's mass outside the teacher's top k."""
+    return (1.0 - lq_topk.exp().sum(-1)).clamp_min(0.0)
 
 
 def _rowdot(a: Tensor, b: Tensor) -> Tensor:

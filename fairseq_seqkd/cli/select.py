@@ -32,6 +32,7 @@ from fairseq_seqkd.distill.select import (
     FALLBACKS,
     SIMILARITIES,
     STRATEGIES,
+    check_score_filters,
     select_targets,
 )
 from fairseq_seqkd.errors import SeqKDError
@@ -72,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--dedup", action="store_true", help="drop repeated (source, target) pairs"
     )
+    add_score_filter_options(parser)
     parser.add_argument("--fallback", choices=FALLBACKS, default="gold")
     parser.add_argument("--workers", type=int, default=1, metavar="N")
     parser.add_argument("--output", required=True, metavar="FILE", help="selected targets")
@@ -80,6 +82,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--report", metavar="FILE", help="write the report as JSON")
     return parser
+
+
+def add_score_filter_options(parser: argparse.ArgumentParser) -> None:
+    """``--filter-worst`` and ``--min-score``, for every tool that selects targets."""
+    parser.add_argument(
+        "--filter-worst", type=float, default=0.0, metavar="P",
+        help="drop the P %% of sentences whose chosen hypothesis has the lowest teacher score "
+        "(the n-best's length-normalised log-probability); 0 <= P < 100 [0]",
+    )
+    parser.add_argument(
+        "--min-score", type=float, default=None, metavar="S",
+        help="drop hypotheses whose n-best score is below S (nats per token for seqkd-generate's "
+        "n-best; fairseq-generate logs print bits)",
+    )
 
 
 def _read_lines(path: str) -> list[str]:
@@ -160,6 +176,7 @@ def _run(argv: Sequence[str] | None) -> int:
         raise SeqKDError("--fallback gold needs --reference (or use --fallback drop)")
     if args.max_len_ratio is not None and not args.source:
         raise SeqKDError("--max-len-ratio needs --source")
+    check_score_filters(args.filter_worst, args.min_score)
 
     nbest_path = args.nbest if args.nbest is not None else args.generate_log
     try:
@@ -185,6 +202,8 @@ def _run(argv: Sequence[str] | None) -> int:
         dedup=args.dedup,
         fallback=args.fallback,
         workers=args.workers,
+        filter_worst=args.filter_worst,
+        min_score=args.min_score,
     )
     elapsed = time.perf_counter() - start
 
@@ -197,6 +216,8 @@ def _run(argv: Sequence[str] | None) -> int:
         "strategy": args.strategy,
         "sim": args.sim,
         "fallback": args.fallback,
+        "filter_worst_percent": args.filter_worst,
+        "min_score": args.min_score,
         **selection.report,
         "seconds": round(elapsed, 3),
     }

@@ -1,3 +1,3 @@
 """fairseq criterions of the plugin; importing this package registers them."""
 
-from . import seq_kd_interpolation, word_kd  # noqa: F401
+from . import gkd, seq_kd_interpolation, word_kd  # noqa: F401

@@ -15,6 +15,11 @@ functions with their defaults:
 * ``chrf`` - ``sacrebleu.sentence_chrf(hyp, [ref]).score``;
 * ``ter``  - ``sacrebleu.sentence_ter(hyp, [ref]).score`` (lower is better).
 
+Score filters (the Bergamot / firefox-translations practice of dropping the distilled pairs the
+teacher is least sure of) use the n-best's score column as it is: ``seqkd-generate`` writes
+fairseq's length-normalised log-probability (nats per token; a ``fairseq-generate`` log prints
+it in bits).
+
 This module imports only the standard library and sacrebleu (no fairseq / torch).
 """
 
@@ -27,6 +32,7 @@ import re
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any
 
 from fairseq_seqkd.distill.nbest import Hypothesis
@@ -37,6 +43,7 @@ __all__ = [
     "STRATEGIES",
     "Selection",
     "SentenceScorer",
+    "check_score_filters",
     "plain_similarity",
     "remove_bpe",
     "select_targets",
@@ -352,6 +359,33 @@ def _check_choice(value: str, allowed: Sequence[str], option: str, what: str) ->
         )
 
 
+def check_score_filters(filter_worst: float, min_score: float | None) -> None:
+    """Refuse ``--filter-worst`` outside [0, 100) and a ``--min-score`` that is not a number."""
+    if not 0.0 <= filter_worst < 100.0:
+        raise ValueError(f"--filter-worst must be in [0, 100) (a percentage), got {filter_worst}")
+    if min_score is not None and math.isnan(min_score):
+        raise ValueError("--min-score must be a number, got nan")
+
+
+def _check_scores_present(nbest: Mapping[int, Sequence[Hypothesis]], option: str) -> None:
+    """An n-best whose every score is 0 has a placeholder column, not teacher scores."""
+    scores = [h.score for hyps in nbest.values() for h in hyps]
+    if scores and all(score == 0.0 for score in scores):
+        raise ValueError(
+            f"{option} needs the teacher's scores, but every score in the n-best is 0 "
+            f"(an n-best without scores)"
+        )
+
+
+def _worst_scored(scores: Mapping[int, float], percent: float) -> set[int]:
+    """The floor(percent % of len(scores)) sentences with the lowest scores (ties: lower index).
+
+    The percentage is taken as written (``Fraction(repr(percent))``), so 10 % of 30 is 3.
+    """
+    count = int(Fraction(repr(percent)) * len(scores) / 100)
+    return set(sorted(scores, key=lambda i: (scores[i], i))[:count])
+
+
 def _length_ratio_ok(src_tokens: str, tgt_tokens: str, max_ratio: float) -> bool:
     src_len = len(src_tokens.split())
     tgt_len = len(tgt_tokens.split())
@@ -373,18 +407,25 @@ def select_targets(
     dedup: bool = False,
     fallback: str = "gold",
     workers: int = 1,
+    filter_worst: float = 0.0,
+    min_score: float | None = None,
 ) -> Selection:
     """Choose one distillation target per sentence ``0..size-1``.
 
     Per sentence: pick a hypothesis (``strategy``), then drop it if it is empty, if
     its length ratio to the source exceeds ``max_len_ratio`` either way (subword
     tokens), or (``dedup``) if the same (source, target) pair was already kept.
-    A dropped or missing sentence keeps its reference (``fallback="gold"``) or gets
-    no target (``fallback="drop"``).
+    Score filters: ``min_score`` drops a hypothesis whose n-best score is below it;
+    ``filter_worst`` drops the ``filter_worst`` % of the sentences with a chosen hypothesis
+    whose chosen hypothesis scores lowest (floor of the count; a sentence that an earlier
+    filter drops is counted there). The order is empty, length ratio, ``min_score``,
+    ``filter_worst``, duplicate. A dropped or missing sentence keeps its reference
+    (``fallback="gold"``) or gets no target (``fallback="drop"``).
 
     The report counts: ``sentences``, ``hypotheses`` (in the n-best), ``selected``
     (targets taken from the n-best), ``selected_rank_<r>`` and ``mean_selected_rank``,
-    ``empty`` / ``length_ratio`` / ``duplicate`` (dropped hypotheses by reason),
+    ``empty`` / ``length_ratio`` / ``below_min_score`` / ``filter_worst`` / ``duplicate``
+    (dropped hypotheses by reason),
     ``missing`` (no n-best entry), ``fallback_gold``, ``dropped`` (no target),
     ``kept`` and ``mean_similarity`` over the chosen hypotheses (before filtering;
     only when references are given, ``similarity_sentences`` says over how many).
@@ -398,6 +439,11 @@ def select_targets(
         raise ValueError(f"--workers must be >= 1, got {workers}")
     if remove_bpe_scheme is not None:
         remove_bpe("", remove_bpe_scheme)  # validates the scheme
+    check_score_filters(filter_worst, min_score)
+    if min_score is not None:
+        _check_scores_present(nbest, "--min-score")
+    if filter_worst > 0:
+        _check_scores_present(nbest, "--filter-worst")
     for name, lines in (("sources", sources), ("references", references)):
         if lines is not None and len(lines) != size:
             raise ValueError(f"{name} have {len(lines)} lines but size is {size}")
@@ -447,7 +493,11 @@ def select_targets(
                 position += 1
 
     # 2. filters and fallback, in index order (dedup depends on it)
-    counts = {"empty": 0, "length_ratio": 0, "duplicate": 0, "missing": 0, "fallback_gold": 0}
+    worst = _worst_scored(
+        {i: nbest[i][rank].score for i, (rank, _) in chosen.items()}, filter_worst
+    )
+    counts = {"empty": 0, "length_ratio": 0, "below_min_score": 0, "filter_worst": 0,
+              "duplicate": 0, "missing": 0, "fallback_gold": 0}
     rank_hist: Counter = Counter()
     sims: list[float] = []
     seen_pairs: set[tuple[str | None, str]] = set()
@@ -462,13 +512,17 @@ def select_targets(
             rank, value = pick
             if value is not None:
                 sims.append(value)
-            tokens = nbest[i][rank].tokens
+            tokens, score = nbest[i][rank].tokens, nbest[i][rank].score
             if not tokens.strip():
                 counts["empty"] += 1
             elif max_len_ratio is not None and not _length_ratio_ok(
                 src or "", tokens, max_len_ratio
             ):
                 counts["length_ratio"] += 1
+            elif min_score is not None and score < min_score:
+                counts["below_min_score"] += 1
+            elif i in worst:
+                counts["filter_worst"] += 1
             elif dedup and (src, tokens) in seen_pairs:
                 counts["duplicate"] += 1
             else:

@@ -6,6 +6,7 @@ import json
 import math
 import os
 import random
+from fractions import Fraction
 from pathlib import Path
 
 import pytest
@@ -420,3 +421,113 @@ def test_cli_bad_inputs(tmp_path, capsys):
                  str(out)]) == 1
     capsys.readouterr()
     assert out.read_text(encoding="utf-8") == "keep\n"
+
+
+# ------------------------------------------------------------ score filters
+
+
+def _scored_case(n: int = 10) -> tuple[dict, list[str]]:
+    """Sentence i's only hypothesis scores -(i + 1) / 10: sentence 9 is the worst."""
+    nbest = {i: [H(f"t{i}", -(i + 1) / 10)] for i in range(n)}
+    return nbest, [f"R{i}" for i in range(n)]
+
+
+def test_filter_worst_drops_the_lowest_scores_and_falls_back():
+    nbest, refs = _scored_case()
+    sel = select_targets(nbest, size=10, sources=None, references=refs, strategy="seq-kd",
+                         filter_worst=20)
+    assert sel.targets == [f"t{i}" for i in range(8)] + ["R8", "R9"]
+    r = sel.report
+    assert (r["filter_worst"], r["below_min_score"], r["fallback_gold"]) == (2, 0, 2)
+    dropped = select_targets(nbest, size=10, sources=None, references=None,
+                             strategy="seq-kd", fallback="drop", filter_worst=25)
+    assert dropped.kept_indices == list(range(8))  # floor(2.5) = 2
+    assert dropped.report["filter_worst"] == 2 and dropped.report["dropped"] == 2
+
+
+def test_min_score_and_filter_worst_count_apart():
+    nbest, refs = _scored_case()
+    sel = select_targets(nbest, size=10, sources=None, references=refs, strategy="seq-kd",
+                         fallback="drop", min_score=-0.75, filter_worst=40)
+    # below -0.75: sentences 7, 8, 9; the worst 40 % are 6..9, of which 6 is left
+    assert sel.kept_indices == list(range(6))
+    assert (sel.report["below_min_score"], sel.report["filter_worst"]) == (3, 1)
+    assert select_targets(nbest, size=10, sources=None, references=refs, strategy="seq-kd",
+                          min_score=-0.1).report["below_min_score"] == 9
+
+
+def test_filter_worst_percentage_is_exact_and_ties_go_by_index():
+    nbest = {i: [H(f"t{i}", -1.0 if i % 2 else -0.5)] for i in range(30)}
+    sel = select_targets(nbest, size=30, sources=None, references=None, strategy="seq-kd",
+                         fallback="drop", filter_worst=10)  # 10 % of 30 is 3, not 2
+    assert sorted(set(range(30)) - set(sel.kept_indices)) == [1, 3, 5]
+
+
+def test_filter_worst_uses_the_chosen_hypothesis_score():
+    # seq-inter chooses rank 1 of sentence 0 (equal to the reference), which scores worst
+    nbest = {0: [H("a b c", -0.1), H("x y z", -2.0)], 1: [H("p q", -0.5)]}
+    sel = select_targets(nbest, size=2, sources=None, references=["x y z", "p q"],
+                         strategy="seq-inter", fallback="drop", filter_worst=50)
+    assert sel.kept_indices == [1] and sel.report["filter_worst"] == 1
+    kd = select_targets(nbest, size=2, sources=None, references=["x y z", "p q"],
+                        strategy="seq-kd", fallback="drop", filter_worst=50)
+    assert kd.kept_indices == [0]
+
+
+@settings(max_examples=60, deadline=None)
+@given(scores=st.lists(st.floats(-50, -0.01), min_size=1, max_size=40),
+       percent=st.floats(0, 99.99))
+def test_filter_worst_property(scores, percent):
+    nbest = {i: [H(f"t{i}", s)] for i, s in enumerate(scores)}
+    sel = select_targets(nbest, size=len(scores), sources=None, references=None,
+                         strategy="seq-kd", fallback="drop", filter_worst=percent)
+    dropped = set(range(len(scores))) - set(sel.kept_indices)
+    # floor(P % of n), with P as written
+    assert len(dropped) == sel.report["filter_worst"] == int(
+        Fraction(repr(percent)) * len(scores) / 100
+    )
+    if dropped and sel.kept_indices:
+        assert max(scores[i] for i in dropped) <= min(scores[i] for i in sel.kept_indices)
+
+
+def test_score_filter_errors():
+    nbest, refs = _scored_case(3)
+    base = dict(size=3, sources=None, references=refs, strategy="seq-kd")
+    for bad in (-1.0, 100.0, 150.0, math.nan):
+        with pytest.raises(ValueError, match=r"--filter-worst must be in \[0, 100\)"):
+            select_targets(nbest, filter_worst=bad, **base)
+    with pytest.raises(ValueError, match="--min-score must be a number"):
+        select_targets(nbest, min_score=math.nan, **base)
+    unscored = {i: [H(f"t{i}", 0.0)] for i in range(3)}
+    for option, kw in (("--min-score", dict(min_score=-1.0)),
+                       ("--filter-worst", dict(filter_worst=10.0))):
+        with pytest.raises(ValueError, match=f"{option} needs the teacher's scores, but every "
+                                             r"score in the n-best is 0"):
+            select_targets(unscored, **kw, **base)
+    assert select_targets(unscored, **base).kept_indices == [0, 1, 2]  # no score filter: fine
+
+
+def test_cli_score_filters(tmp_path, capsys):
+    nbest, _src, ref = _cli_files(tmp_path)  # scores -0.1 (dog), -0.5 (empty), -0.3 (hello)
+    out, report = tmp_path / "out.txt", tmp_path / "report.json"
+    assert main(["--nbest", nbest, "--reference", ref, "--filter-worst", "50",
+                 "--min-score", "-0.2", "--output", str(out), "--report", str(report)]) == 0
+    assert out.read_text(encoding="utf-8") == "the dog sat\nempty\nhello world\n"
+    data = json.loads(report.read_text(encoding="utf-8"))
+    assert (data["empty"], data["below_min_score"], data["filter_worst"]) == (1, 1, 0)
+    assert data["filter_worst_percent"] == 50.0 and data["min_score"] == -0.2
+    assert main(["--nbest", nbest, "--reference", ref, "--filter-worst", "34",
+                 "--output", str(out), "--report", str(report)]) == 0
+    data = json.loads(report.read_text(encoding="utf-8"))  # the worst (-0.5) is the empty one
+    assert (data["empty"], data["filter_worst"], data["kept"]) == (1, 0, 3)
+    capsys.readouterr()
+    out.unlink()
+    assert main(["--nbest", nbest, "--reference", ref, "--filter-worst", "100",
+                 "--output", str(out)]) == 1
+    _assert_error(capsys, "--filter-worst must be in [0, 100)", "got 100.0")
+    zero = tmp_path / "zero.nbest"
+    write_nbest(zero, [(i, [H(f"t{i}", 0.0)]) for i in range(3)])
+    assert main(["--nbest", str(zero), "--reference", ref, "--min-score", "-1",
+                 "--output", str(out)]) == 1
+    _assert_error(capsys, "--min-score needs the teacher's scores", "without scores")
+    assert not out.exists()
