@@ -22,24 +22,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
-from fairseq_seqkd.checkpoints import parameter_counts
-from fairseq_seqkd.demo.report import bleu
 from fairseq_seqkd.deploy.ct2_export import read_manifest, sha256_file
 from fairseq_seqkd.deploy.speed import (
-    SpeedRow,
-    ct2_run,
+    DeployPlan,
     deployment_targets,
-    directory_size,
-    fairseq_run,
+    measure_deployment,
     speed_table,
 )
-from fairseq_seqkd.deploy.translator import Translator
-from fairseq_seqkd.teacher import load_checkpoint_state
 
 BIN = Path(sys.executable).parent
 REFERENCE = "teacher"
@@ -101,42 +94,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.deep_shallow:
         ct2["deep-shallow (CT2 int8)"] = export(args.deep_shallow, work / "deep-shallow-int8",
                                                 "--format", "ctranslate2", *spm)
-    source = Path(args.source).read_text(encoding="utf-8").splitlines()
-    references = Path(args.reference).read_text(encoding="utf-8").splitlines()
-    env = {"OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
-    translators = {label: Translator(path, threads=args.threads) for label, path in ct2.items()}
-    counts = {label: parameter_counts(load_checkpoint_state(str(path), "--input")["model"])[0]
-              for label, path in stock.items()}
-
-    rows: list[SpeedRow] = []
-    for batch in (int(b) for b in args.batches.split(",")):
-        runs = [(REFERENCE, "fairseq", args.beam), (SAME_ENGINE, "ct2", args.beam),
-                *((label, "fairseq", 1) for label in stock if label != REFERENCE),
-                *((label, "ct2", 1) for label in ct2 if label != SAME_ENGINE)]
-        for label, engine, beam in runs:
-            if engine == "fairseq":
-                command = [
-                    str(BIN / "fairseq-generate"), args.data, "--path", str(stock[label]),
-                    "--gen-subset", args.subset, "--beam", str(beam), "--nbest", "1",
-                    "--batch-size", str(batch), "--max-len-a", str(args.max_len_a),
-                    "--max-len-b", str(args.max_len_b), "--remove-bpe", "sentencepiece",
-                    "--cpu", "--num-workers", "0", "--required-batch-size-multiple", "1",
-                ]  # fmt: skip
-                hyps, n, tokens, seconds = fairseq_run(command, env)
-                size, params = os.path.getsize(stock[label]), counts[label]
-                name = "fairseq"
-            else:
-                translator = translators[label]
-                sources = [translator.encode(line) for line in source]
-                hyps, n, tokens, seconds = ct2_run(translator, sources, beam, batch,
-                                                   args.max_len_a, args.max_len_b)
-                size, params = directory_size(str(ct2[label])), translator.manifest.parameters
-                name = f"ctranslate2 {translator.manifest.quantization}"
-            score, _signature = bleu(hyps, references)
-            rows.append(SpeedRow(label, name, beam, batch, n, tokens, seconds, score, params,
-                                 size))
-            print(f"batch {batch:>3} {label:<28} beam {beam}: {tokens / seconds:>10,.0f} "
-                  f"tokens/s, BLEU {score:.2f}", flush=True)
+    plan = DeployPlan(
+        data=args.data, subset=args.subset, fairseq={k: str(v) for k, v in stock.items()},
+        ct2={k: str(v) for k, v in ct2.items()},
+        source=Path(args.source).read_text(encoding="utf-8").splitlines(),
+        references=Path(args.reference).read_text(encoding="utf-8").splitlines(),
+        reference_label=REFERENCE, same_engine_label=SAME_ENGINE,
+        batches=tuple(int(b) for b in args.batches.split(",")), beam=args.beam,
+        threads=args.threads, max_len_a=args.max_len_a, max_len_b=args.max_len_b,
+        fairseq_generate=str(BIN / "fairseq-generate"),
+    )
+    rows = measure_deployment(plan)
     print()
     print(speed_table(rows, REFERENCE))
     twins = {label: label.split(" (")[0] for label in ct2}
@@ -145,8 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     for target in deployment_targets(rows, REFERENCE, SAME_ENGINE, deployed, twins):
         print(target.line())
     if args.json:
-        Path(args.json).write_text(json.dumps([{**vars(r), "hypotheses": None} for r in rows],
-                                              indent=1) + "\n")
+        Path(args.json).write_text(json.dumps(
+            [{**vars(r), "hypotheses": None} for r in rows], indent=1) + "\n")
     return 0
 
 

@@ -31,8 +31,15 @@ import shlex
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
+from ..deploy.speed import (
+    DeployPlan,
+    SpeedRow,
+    deployment_targets,
+    measure_deployment,
+    speed_table,
+)
 from ..errors import SeqKDError
 from .corpus import CorpusSpec
 from .pipeline import MODELS, SRC, TGT, ModelSpec, Pipeline, Stage, _bin, _count_lines
@@ -100,6 +107,18 @@ TABLE1: tuple[ModelSpec, ...] = (
     _model("all-three", "Seq-KD + Seq-Inter + Word-KD"),
 )
 _SEQ_KD = MODELS[3]
+_DEEP_SHALLOW = MODELS[6]
+#: The deployment rows (issue 11): label -> (trained model, quantization); fairseq rows decode
+#: the stock exports (``seqkd-export``), CTranslate2 rows the ``--format ctranslate2`` ones.
+DEPLOY_FAIRSEQ: dict[str, str] = {"teacher": "teacher", "student": "seq-kd",
+                                  "deep-shallow": "deep-shallow"}
+DEPLOY_CT2: dict[str, tuple[str, str]] = {
+    "teacher (CT2 int8)": ("teacher", "int8"),
+    "student (CT2 float32)": ("seq-kd", "float32"),
+    "student (CT2 int8)": ("seq-kd", "int8"),
+    "deep-shallow (CT2 int8)": ("deep-shallow", "int8"),
+}
+DEPLOY_BATCHES: tuple[int, ...] = (1, 64)
 
 
 def _divergence_model(divergence: str) -> ModelSpec:
@@ -135,7 +154,7 @@ class Benchmark(Pipeline):
         p = preset
         self.divergence_models = tuple(_divergence_model(d) for d in p.divergences)
         self.pruned_models = tuple(_pruned_model(r) for r in p.prune_ratios)
-        self.models = (*TABLE1, *self.divergence_models, *self.pruned_models)
+        self.models = (*TABLE1, *self.divergence_models, *self.pruned_models, _DEEP_SHALLOW)
 
     # ------------------------------------------------------------------ commands
 
@@ -232,7 +251,9 @@ class Benchmark(Pipeline):
                               "--finetune-from-model", str(out / _SEQ_KD.checkpoint),
                               epochs=p.prune_epochs, lr=p.prune_lr, warmup=p.prune_warmup),
                 ["seq-kd"]))
+        stages.append(base["deep-shallow"])
         stages.append(self._speed_stage())
+        stages += [self._deploy_export_stage(), self._deploy_speed_stage()]
         for divergence, model in zip(p.divergences, self.divergence_models, strict=True):
             stages.append(model_stage(  # beyond the paper: after the speed measurement
                 model, f"word-level KD with {divergence} (cached top-{p.kd_topk})",
@@ -253,6 +274,65 @@ class Benchmark(Pipeline):
         return Stage(f"eval-{model.key}", f"decode {', '.join(self.test_sets)}: {model.label}",
                      [self._generate(model, b, t) for t, b in runs], files, deps=[model.stage],
                      clean=files, mkdirs=[self.out / "eval"], captures=list(files))
+
+    def _deploy_dir(self, label: str) -> Path:
+        return self.out / "deploy" / label.replace(" ", "-").replace("(", "").replace(")", "")
+
+    def _deploy_export_stage(self) -> Stage:
+        """Stock fairseq and CTranslate2 exports of the teacher and the Seq-KD students."""
+        by_key = {m.key: m for m in self.models}
+        commands, outputs = [], []
+        for label, key in DEPLOY_FAIRSEQ.items():
+            target = self._deploy_dir(label).with_suffix(".pt")
+            commands.append([_bin("seqkd-export"), "--input",
+                             str(self.out / by_key[key].checkpoint), "--output", str(target)])
+            outputs.append(target)
+        for label, (key, quantization) in DEPLOY_CT2.items():
+            target = self._deploy_dir(label)
+            commands.append([_bin("seqkd-export"), "--input",
+                             str(self.out / by_key[key].checkpoint), "--format", "ctranslate2",
+                             "--quantization", quantization, "--spm-model",
+                             str(self.spm / "spm.model"), "--output", str(target)])
+            outputs.append(target / "seqkd-export.json")
+        deps = sorted({by_key[k].stage for k in (*DEPLOY_FAIRSEQ.values(),
+                                                 *(k for k, _ in DEPLOY_CT2.values()))})
+        return Stage("deploy-export", "stock and CTranslate2 exports for the deployment rows",
+                     commands, outputs, deps=deps, clean=[self.out / "deploy"],
+                     mkdirs=[self.out / "deploy"])
+
+    def deploy_plan(self) -> DeployPlan:
+        first = self.test_sets[0]
+        return DeployPlan(
+            data=str(self.data), subset=self.subset(first),
+            fairseq={label: str(self._deploy_dir(label).with_suffix(".pt"))
+                     for label in DEPLOY_FAIRSEQ},
+            ct2={label: str(self._deploy_dir(label)) for label in DEPLOY_CT2},
+            source=self._lines(self.raw / f"{first}.{SRC}"), references=self._references(first),
+            reference_label="teacher", same_engine_label="teacher (CT2 int8)",
+            batches=DEPLOY_BATCHES, beam=self.preset.beam, threads=self.threads,
+            fairseq_generate=_bin("fairseq-generate"),
+        )
+
+    def _deploy_speed_stage(self) -> Stage:
+        result = self.out / "speed" / "deploy.json"
+
+        def measure(log: TextIO) -> None:
+            rows = measure_deployment(self.deploy_plan(), log=lambda m: print(m, file=log))
+            write_text_atomic(result, json.dumps(
+                [{**asdict(r), "hypotheses": None} for r in rows], indent=1) + "\n")
+
+        plan = asdict(self.deploy_plan())
+        key = {k: v for k, v in plan.items() if k not in ("source", "references")}
+        return Stage("deploy-speed", f"deployment speed on {self.test_sets[0]}, alone: fairseq "
+                     f"and CTranslate2, batch {' and '.join(map(str, DEPLOY_BATCHES))}",
+                     [], [result], deps=["deploy-export", "speed"], clean=[result],
+                     func=measure, func_key=key, mkdirs=[result.parent], exclusive=True)
+
+    def deploy_rows(self) -> list[SpeedRow]:
+        path = self.out / "speed" / "deploy.json"
+        if not path.exists():
+            return []
+        return [SpeedRow(**row) for row in json.loads(path.read_text(encoding="utf-8"))]
 
     def speed_runs(self) -> list[tuple[ModelSpec, int, int]]:
         """(model, beam, batch size) timed by the speed stage: teacher and student, greedy
@@ -283,7 +363,11 @@ class Benchmark(Pipeline):
     # ------------------------------------------------------------------ results
 
     def _references(self, test_set: str) -> list[str]:
-        lines = (self.raw / f"{test_set}.{TGT}").read_text(encoding="utf-8").split("\n")
+        return self._lines(self.raw / f"{test_set}.{TGT}")
+
+    @staticmethod
+    def _lines(path: Path) -> list[str]:
+        lines = path.read_text(encoding="utf-8").split("\n")
         return lines[:-1] if lines and lines[-1] == "" else lines
 
     def scores(self) -> tuple[dict[str, dict[str, Any]], str]:
@@ -441,9 +525,36 @@ class Benchmark(Pipeline):
             "All students share one architecture, so the Seq-KD student's speed stands for "
             "every student row; speed-up is against the teacher with beam "
             f"{beam} at the same batch size.", "",
+            *self._deploy_section(), "",
             *self._how(), "",
         ]
         return "\n".join(parts), rows
+
+    def _deploy_section(self) -> list[str]:
+        rows = self.deploy_rows()
+        beam = self.preset.beam
+        out = [f"## Deployment: CTranslate2 on {self.test_sets[0]} (CPU, {self.threads} "
+               "thread(s))", ""]
+        if not rows:
+            return [*out, "(not measured yet)"]
+        deployed = [label for label in DEPLOY_CT2 if not label.startswith("teacher")]
+        twins = {label: label.split(" (")[0] for label in DEPLOY_CT2}
+        out += [
+            speed_table(rows, "teacher"), "",
+            f"One stage, alone after all training, decodes every row at batch "
+            f"{' and '.join(map(str, DEPLOY_BATCHES))}: the teachers with beam {beam}, the "
+            "students greedily. fairseq rows are stock exports (`seqkd-export`) timed by "
+            "fairseq-generate's own clock; CTranslate2 rows are `seqkd-export --format "
+            "ctranslate2` directories timed inside `translate_batch` "
+            "(`fairseq_seqkd.deploy.speed`). tokens/s counts output tokens without `</s>` in "
+            "both engines; speed-up is against the teacher's fairseq beam "
+            f"{beam} at the same batch size; BLEU as above; size on disk is the exported "
+            "checkpoint or CTranslate2 directory.", "",
+            "Targets (issue 11):", "",
+            *(t.line() for t in deployment_targets(rows, "teacher", "teacher (CT2 int8)",
+                                                   deployed, twins)),
+        ]
+        return out
 
     def _findings(self, scores: dict[str, dict[str, Any]],
                   speeds: list[dict[str, Any]]) -> list[str]:

@@ -15,7 +15,10 @@ Stages (each a list of commands; stock fairseq CLIs and the project's own consol
   seq-kd-word-kd fairseq-train DISTILLED --criterion word_kd
   pruned         fairseq-train --task translation_kd --prune-ratio 0.8, from the Seq-KD student
   export         seqkd-export, a plain fairseq checkpoint
-  eval-*         fairseq-generate --beam 1 and --beam K on the test set, per model
+  deep-shallow   fairseq-train DISTILLED, a deep-encoder, shallow-decoder student (4+1 layers)
+  export-ct2     seqkd-export --format ctranslate2 --quantization int8 (Seq-KD students)
+  eval-*         fairseq-generate (or seqkd-translate, for the CTranslate2 rows) --beam 1 and
+                 --beam K on the test set, per model
 
 A stage is skipped when its stamp (``stamps/<stage>.json``, written last) records the same
 commands and the same upstream stamps, and its outputs exist; so an interrupted demo resumes
@@ -43,6 +46,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from ..deploy.ct2_export import read_manifest
+from ..deploy.translator import parse_translate_summary
 from ..errors import SeqKDError
 from .corpus import (
     CANONICAL_REGISTER,
@@ -56,6 +61,7 @@ from .corpus import (
 from .presets import Arch, Preset
 from .report import (
     DIAGNOSTIC_COLUMNS,
+    Decoding,
     ModelResult,
     bleu,
     format_table,
@@ -66,6 +72,7 @@ from .report import (
 )
 
 __all__ = [
+    "DEPLOYED",
     "MODELS",
     "ModelSpec",
     "Pipeline",
@@ -88,6 +95,10 @@ class ModelSpec:
     # load with --user-dir: fairseq-train's checkpoints pickle an argparse.Namespace that
     # torch >= 2.6 refuses unless the plugin allow-lists it; seqkd-export's output needs nothing
     plugin: bool = True
+    # "ctranslate2": ``checkpoint`` is a seqkd-export --format ctranslate2 directory of the
+    # model ``source``, decoded by seqkd-translate
+    engine: str = "fairseq"
+    source: str | None = None
 
 
 MODELS: tuple[ModelSpec, ...] = (
@@ -98,7 +109,17 @@ MODELS: tuple[ModelSpec, ...] = (
     ModelSpec("seq-inter", "Seq-Inter", "seq-inter", "models/seq-inter/checkpoint_best.pt"),
     ModelSpec("seq-kd-word-kd", "Seq-KD + Word-KD", "seq-kd-word-kd",
               "models/seq-kd-word-kd/checkpoint_best.pt"),
+    ModelSpec("deep-shallow", "Seq-KD, deep encoder, shallow decoder", "deep-shallow",
+              "models/deep-shallow/checkpoint_best.pt"),
     ModelSpec("pruned", "Seq-KD, pruned (exported)", "export", "export/seq-kd-pruned.pt", False),
+)
+
+#: Students served by CTranslate2 (int8): what ``seqkd-translate`` users run.
+DEPLOYED: tuple[ModelSpec, ...] = (
+    ModelSpec("seq-kd-ct2", "Seq-KD, CTranslate2 int8", "export-ct2", "export/seq-kd-int8",
+              False, "ctranslate2", "seq-kd"),
+    ModelSpec("deep-shallow-ct2", "Seq-KD deep-shallow, CTranslate2 int8", "export-ct2",
+              "export/deep-shallow-int8", False, "ctranslate2", "deep-shallow"),
 )
 
 
@@ -426,14 +447,68 @@ class Pipeline:
               "--output", str(exported)]],
             [exported], deps=["pruned"], clean=[exported], mkdirs=[exported.parent],
         ))
-        for model in MODELS:
+        stages.append(model_stage(
+            "deep-shallow", f"Seq-KD student, deep encoder and shallow decoder "
+            f"({p.student.deep_shallow().describe()})",
+            self._train(seqkd_data, "deep-shallow", p.student.deep_shallow(), p.student_epochs,
+                        p.student_lr, p.student_dropout, *self._ls()),
+            ["build-seq-kd"],
+        ))
+        stages.append(self._export_ct2_stage())
+        for model in (*MODELS, *DEPLOYED):
             files = [self.eval_file(model, b) for b in (1, p.beam)]
+            outputs = [*files, *(self.translation_file(model, b) for b in (1, p.beam)
+                                 if model.engine == "ctranslate2")]
             stages.append(Stage(
                 f"eval-{model.key}", f"decode test: {model.label}, greedy and beam {p.beam}",
-                [self._generate(model, b) for b in (1, p.beam)], files, deps=[model.stage],
-                clean=files, mkdirs=[out / "eval"], captures=list(files), exclusive=True,
+                [self._decode(model, b) for b in (1, p.beam)], outputs, deps=[model.stage],
+                clean=outputs, mkdirs=[out / "eval"], captures=list(files), exclusive=True,
             ))
         return stages
+
+    def _export_ct2_stage(self) -> Stage:
+        """CTranslate2 int8 directories of the deployed students, sentencepiece inside."""
+        by_key = {m.key: m for m in MODELS}
+        dirs = [self.out / m.checkpoint for m in DEPLOYED]
+        return Stage(
+            "export-ct2", "CTranslate2 int8 exports of the Seq-KD students",
+            [[_bin("seqkd-export"), "--input", str(self.out / by_key[m.source].checkpoint),
+              "--format", "ctranslate2", "--quantization", "int8",
+              "--spm-model", str(self.spm / "spm.model"), "--output", str(d)]
+             for m, d in zip(DEPLOYED, dirs, strict=True)],
+            [d / "seqkd-export.json" for d in dirs],
+            deps=sorted({by_key[m.source].stage for m in DEPLOYED}), clean=dirs,
+            mkdirs=[self.out / "export"],
+        )
+
+    def translation_file(self, model: ModelSpec, beam: int) -> Path:
+        """seqkd-translate's output for a deployed model (its summary is the eval file)."""
+        return self.out / "eval" / f"{model.key}.beam{beam}.out"
+
+    def _decode(self, model: ModelSpec, beam: int) -> list[str]:
+        if model.engine == "fairseq":
+            return self._generate(model, beam)
+        return [
+            _bin("seqkd-translate"), str(self.out / model.checkpoint),
+            "--input", str(self.raw / "test.src"), "--output",
+            str(self.translation_file(model, beam)), "--beam", str(beam),
+            "--batch-size", str(self.preset.eval_batch_size), "--buffer-size", "1000000",
+            "--threads", str(self.threads), "--max-len-a", "1.5", "--max-len-b", "10",
+            "--no-progress-bar",
+        ]  # fmt: skip
+
+    def decoding(self, model: ModelSpec, beam: int) -> Decoding:
+        """One evaluated model's hypotheses and timing, whichever engine decoded them."""
+        if model.engine == "fairseq":
+            return read_generate(self.eval_file(model, beam))
+        summary = parse_translate_summary(
+            self.eval_file(model, beam).read_text(encoding="utf-8"),
+            str(self.eval_file(model, beam)))
+        hypotheses = self.translation_file(model, beam).read_text(encoding="utf-8")
+        # fairseq-generate's token count includes each sentence's </s>: count it here too
+        return Decoding(hypotheses.split("\n")[:-1], summary.lines,
+                        summary.target_tokens + summary.lines - summary.empty,
+                        summary.seconds)
 
     # ------------------------------------------------------------------ in-process steps
 
@@ -684,13 +759,16 @@ class Pipeline:
         every = all_register_references(self.preset.corpus, self.raw) if self.builtin else []
         beam = self.preset.beam
         rows, signature = [], ""
-        for model in MODELS:
-            greedy = read_generate(self.eval_file(model, 1))
-            beamed = read_generate(self.eval_file(model, beam))
+        for model in (*MODELS, *DEPLOYED):
+            greedy, beamed = self.decoding(model, 1), self.decoding(model, beam)
             bleu_g, signature = bleu(greedy.hypotheses, refs)
             bleu_b, _ = bleu(beamed.hypotheses, refs)
-            state = load_checkpoint_state(str(self.out / model.checkpoint), "--path")
-            total, nonzero = parameter_counts(state["model"])
+            if model.engine == "ctranslate2":
+                manifest = read_manifest(str(self.out / model.checkpoint))
+                total, nonzero = manifest.parameters, manifest.nonzero
+            else:
+                state = load_checkpoint_state(str(self.out / model.checkpoint), "--path")
+                total, nonzero = parameter_counts(state["model"])
             label = model.label
             if model.key == "teacher":
                 label = f"Teacher ({self.preset.teacher.describe()})"
@@ -719,7 +797,7 @@ class Pipeline:
 
     def findings(self, rows: Sequence[ModelResult]) -> list[str]:
         """Plain sentences on the paper's claims, each saying whether this run bears it out."""
-        by = {m.key: r for m, r in zip(MODELS, rows)}
+        by = {m.key: r for m, r in zip((*MODELS, *DEPLOYED), rows, strict=True)}
         teacher, base, seq = by["teacher"], by["baseline"], by["seq-kd"]
         pruned, beam = by["pruned"], self.preset.beam
 
@@ -758,6 +836,16 @@ class Pipeline:
                 f"a simpler task. Greedy outputs in the canonical register: {canonical}; "
                 f"outputs that mix registers: {mixing}."
             )
+        deployed, deep = by["seq-kd-ct2"], by["deep-shallow-ct2"]
+        shape = self.preset.student.deep_shallow().describe()
+        out.append(
+            f"Deployed with CTranslate2 int8 (`seqkd-export --format ctranslate2`, "
+            f"`seqkd-translate`), greedy: the Seq-KD student {deployed.bleu_greedy:.2f} BLEU "
+            f"({deployed.bleu_greedy - seq.bleu_greedy:+.2f} against itself in fairseq) at "
+            f"{deployed.speedup_greedy:.1f}x the teacher's beam-{beam} speed in fairseq "
+            f"({deployed.speedup_greedy / seq.speedup_greedy:.1f}x its own fairseq speed); the "
+            f"deep-encoder, shallow-decoder student ({shape}) {deep.bleu_greedy:.2f} BLEU "
+            f"({by['deep-shallow'].bleu_greedy:.2f} in fairseq) at {deep.speedup_greedy:.1f}x.")
         drop = seq.bleu_greedy - pruned.bleu_greedy
         out.append(f"Pruned Seq-KD student ({self.preset.prune_ratio:.0%} of the weights "
                    f"zeroed, retrained): greedy {pruned.bleu_greedy:.2f} BLEU vs "

@@ -13,17 +13,23 @@ __all__ = ["PRESETS", "Arch", "Preset", "preset_for"]
 
 @dataclass(frozen=True)
 class Arch:
-    """A fairseq ``transformer`` with shared embeddings."""
+    """A fairseq ``transformer`` with shared embeddings; ``decoder_layers`` defaults to
+    ``layers`` (a deep-encoder, shallow-decoder student sets it lower)."""
 
     dim: int
     layers: int
     heads: int
     ffn: int
+    decoder_layers: int | None = None
+
+    @property
+    def decoder_depth(self) -> int:
+        return self.layers if self.decoder_layers is None else self.decoder_layers
 
     def args(self) -> list[str]:
         return [
             "--arch", "transformer", "--share-all-embeddings",
-            "--encoder-layers", str(self.layers), "--decoder-layers", str(self.layers),
+            "--encoder-layers", str(self.layers), "--decoder-layers", str(self.decoder_depth),
             "--encoder-embed-dim", str(self.dim), "--decoder-embed-dim", str(self.dim),
             "--encoder-ffn-embed-dim", str(self.ffn), "--decoder-ffn-embed-dim", str(self.ffn),
             "--encoder-attention-heads", str(self.heads),
@@ -31,7 +37,12 @@ class Arch:
         ]  # fmt: skip
 
     def describe(self) -> str:
-        return f"d={self.dim}, {self.layers}+{self.layers} layers"
+        return f"d={self.dim}, {self.layers}+{self.decoder_depth} layers"
+
+    def deep_shallow(self, encoder_layers: int = 4, decoder_layers: int = 1) -> Arch:
+        """The same width with a deep encoder and a shallow decoder (Kasai et al. 2021):
+        decoding cost sits in the decoder, which runs once per output token."""
+        return replace(self, layers=encoder_layers, decoder_layers=decoder_layers)
 
 
 @dataclass(frozen=True)

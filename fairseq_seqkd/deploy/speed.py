@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ..errors import SeqKDError
@@ -65,6 +65,70 @@ def ct2_run(translator: Translator, sources: Sequence[Sequence[str]], beam: int,
     seconds = time.perf_counter() - begin
     return ([translator.decode(t) for t in targets], len(sources),
             sum(len(t) for t in targets), seconds)
+
+
+@dataclass
+class DeployPlan:
+    """What :func:`measure_deployment` decodes: fairseq checkpoints (stock exports, loadable
+    without the plugin) on a binarized test set, CTranslate2 directories on its raw source."""
+
+    data: str
+    subset: str
+    fairseq: dict[str, str]  # label -> checkpoint
+    ct2: dict[str, str]  # label -> seqkd-export --format ctranslate2 directory
+    source: list[str]  # raw source lines of ``subset``
+    references: list[str]
+    reference_label: str  # the fairseq row that decodes with ``beam``; the others are greedy
+    same_engine_label: str  # the CTranslate2 row that decodes with ``beam``
+    batches: tuple[int, ...] = (1, 64)
+    beam: int = 5
+    threads: int = 1
+    max_len_a: float = 1.5
+    max_len_b: int = 10
+    fairseq_generate: str = "fairseq-generate"
+
+
+def measure_deployment(plan: DeployPlan, log: Callable[[str], None] = print) -> list[SpeedRow]:
+    """Every row at every batch size, one after another in this process, one thread each."""
+    from ..checkpoints import parameter_counts
+    from ..demo.report import bleu
+    from ..teacher import load_checkpoint_state
+
+    env = {"OMP_NUM_THREADS": str(plan.threads), "MKL_NUM_THREADS": str(plan.threads)}
+    translators = {label: Translator(path, threads=plan.threads)
+                   for label, path in plan.ct2.items()}
+    sources = {label: [t.encode(line) for line in plan.source]
+               for label, t in translators.items()}
+    params = {label: parameter_counts(load_checkpoint_state(path, "--path")["model"])[0]
+              for label, path in plan.fairseq.items()}
+    rows: list[SpeedRow] = []
+    for batch in plan.batches:
+        for label, path in plan.fairseq.items():
+            beam = plan.beam if label == plan.reference_label else 1
+            hyps, n, tokens, seconds = fairseq_run([
+                plan.fairseq_generate, plan.data, "--path", path, "--gen-subset", plan.subset,
+                "--beam", str(beam), "--nbest", "1", "--batch-size", str(batch),
+                "--max-len-a", str(plan.max_len_a), "--max-len-b", str(plan.max_len_b),
+                "--remove-bpe", "sentencepiece", "--cpu", "--num-workers", "0",
+                "--required-batch-size-multiple", "1",
+            ], env)  # fmt: skip
+            rows.append(SpeedRow(label, "fairseq", beam, batch, n, tokens, seconds,
+                                 params=params[label], size_bytes=os.path.getsize(path),
+                                 hypotheses=hyps))
+        for label, translator in translators.items():
+            beam = plan.beam if label == plan.same_engine_label else 1
+            hyps, n, tokens, seconds = ct2_run(translator, sources[label], beam, batch,
+                                               plan.max_len_a, plan.max_len_b)
+            rows.append(SpeedRow(label, f"ctranslate2 {translator.manifest.quantization}",
+                                 beam, batch, n, tokens, seconds,
+                                 params=translator.manifest.parameters,
+                                 size_bytes=directory_size(plan.ct2[label]), hypotheses=hyps))
+        for row in rows:
+            if row.batch == batch:
+                row.bleu = bleu(row.hypotheses or [], plan.references)[0]
+                log(f"batch {batch:>3} {row.label:<28} beam {row.beam}: "
+                    f"{row.tokens_per_second:>10,.0f} tokens/s, BLEU {row.bleu:.2f}")
+    return rows
 
 
 def directory_size(path: str) -> int:

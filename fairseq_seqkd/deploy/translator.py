@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -36,12 +37,30 @@ class TranslateStats:
     def describe(self, max_tokens: int) -> str:
         rate = self.target_tokens / self.seconds if self.seconds > 0 else 0.0
         text = (f"{self.lines:,} lines ({self.empty:,} empty), {self.source_tokens:,} source and "
-                f"{self.target_tokens:,} target tokens in {self.seconds:.2f}s of decoding: "
+                f"{self.target_tokens:,} target tokens in {self.seconds:.4f}s of decoding: "
                 f"{rate:,.0f} target tokens/s")
         if self.truncated:
             text += (f"; {self.truncated:,} line(s) longer than {max_tokens} tokens truncated "
                      f"(first: line {self.truncated_lines[0]})")
         return text
+
+
+_SUMMARY = re.compile(
+    r"([\d,]+) lines \(([\d,]+) empty\), ([\d,]+) source and ([\d,]+) target tokens in "
+    r"([\d.]+)s of decoding")
+
+
+def parse_translate_summary(text: str, source: str = "<seqkd-translate output>"
+                            ) -> TranslateStats:
+    """The counts of a :meth:`TranslateStats.describe` line (seqkd-translate's stderr)."""
+    found = [m for line in text.splitlines() if (m := _SUMMARY.search(line))]
+    if not found:
+        raise SeqKDError(f"{source}: no seqkd-translate summary line ('N lines (E empty), ... "
+                         "in Xs of decoding'); did seqkd-translate finish?")
+    lines, empty, src, tgt, seconds = found[-1].groups()
+    return TranslateStats(lines=int(lines.replace(",", "")), empty=int(empty.replace(",", "")),
+                          source_tokens=int(src.replace(",", "")),
+                          target_tokens=int(tgt.replace(",", "")), seconds=float(seconds))
 
 
 class Translator:
@@ -177,4 +196,4 @@ class Translator:
                                       max_len_a, max_len_b)
 
 
-__all__ = ["MANIFEST", "TranslateStats", "Translator"]
+__all__ = ["MANIFEST", "TranslateStats", "Translator", "parse_translate_summary"]

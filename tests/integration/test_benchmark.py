@@ -98,8 +98,17 @@ def test_every_stage_ran_and_every_model_was_decoded(first_run):
     assert "models/seq-kd-word-kd/checkpoint_best.pt" in all_three
     assert "data-seq-inter" in all_three and "cache-seq-inter" in all_three
     speed = sorted(p.name for p in (out / "speed").iterdir())
-    assert len(speed) == 6 and "teacher.beam5.batch1.txt" in speed
-    assert "seq-kd.beam1.batch1.txt" in speed
+    assert len(speed) == 7 and "teacher.beam5.batch1.txt" in speed
+    assert "seq-kd.beam1.batch1.txt" in speed and "deploy.json" in speed
+    deploy = json.loads((out / "speed" / "deploy.json").read_text())
+    runs = {(r["label"], r["batch"]): r for r in deploy}
+    assert len(runs) == 2 * 7  # 3 fairseq + 4 CTranslate2 rows at batch 1 and 64
+    assert runs["teacher", 1]["beam"] == runs["teacher (CT2 int8)", 64]["beam"] == 5
+    assert runs["student (CT2 int8)", 64]["beam"] == 1
+    assert all(r["sentences"] == SENTENCES and r["tokens"] > 0 and 0 <= r["bleu"] <= 100
+               for r in deploy)
+    int8, f32 = runs["student (CT2 int8)", 1], runs["student (CT2 float32)", 1]
+    assert int8["size_bytes"] < f32["size_bytes"] and int8["params"] == f32["params"]
 
 
 @slow
@@ -109,7 +118,7 @@ def test_results_page_has_every_table(first_run):
     assert page == (root / "out" / "results.md").read_text().replace(
         "results.png", "bench.png")
     found = tables(page)
-    table1, divergences, pruning, speed = found[0], found[1], found[2], found[3]
+    table1, divergences, pruning, speed, deploy = found[:5]
     header, rows = table1
     assert header[:6] == ["model", "params", "test greedy", "test beam 5",
                           "greedy vs baseline", "greedy = beam"]
@@ -128,6 +137,9 @@ def test_results_page_has_every_table(first_run):
     assert nonzero["Seq-KD, pruned 90%"] < nonzero["Seq-KD, pruned 50%"] < 0.75
     assert len(speed[1]) == 6 and speed[1][0][:3] == ["teacher", "5", "40"]
     assert speed[1][0][5] == "1.0x"
+    assert deploy[0][:6] == ["model", "engine", "beam", "batch", "tokens/s", "speed-up"]
+    assert len(deploy[1]) == 14 and deploy[1][0][:2] == ["teacher", "fairseq"]
+    assert deploy[1][0][5] == "1.0x" and "Targets (issue 11):" in page
     assert "## Targets (issue 6) against this run" in page and page.count("**") >= 10
     assert "nrefs:1|case:mixed|eff:no|tok:13a" in page
     # exact commands, written as a user would type them, without this machine's paths

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from fairseq_seqkd.demo.corpus import CorpusSpec, register_of, write_corpus
-from fairseq_seqkd.demo.pipeline import MODELS, Pipeline, all_register_references
+from fairseq_seqkd.demo.pipeline import DEPLOYED, MODELS, Pipeline, all_register_references
 from fairseq_seqkd.demo.presets import PRESETS
 from fairseq_seqkd.demo.report import (
     ModelResult,
@@ -85,6 +85,17 @@ def test_every_stage_ran_and_left_its_artefact(first_run):
             text = (out / "eval" / f"{model.key}.beam{beam}.txt").read_text()
             assert len(re.findall(r"^D-\d+\t", text, flags=re.M)) == 100
             assert f"beam={beam}" in text
+    for model in DEPLOYED:  # CTranslate2 directories decoded by seqkd-translate
+        assert (out / model.checkpoint / "model.bin").is_file()
+        assert json.loads((out / model.checkpoint / "seqkd-export.json").read_text())[
+            "quantization"] == "int8"
+        for beam in (1, 5):
+            summary = (out / "eval" / f"{model.key}.beam{beam}.txt").read_text()
+            assert "100 lines (0 empty)" in summary and "target tokens/s" in summary
+            assert len((out / "eval" / f"{model.key}.beam{beam}.out").read_text()
+                       .splitlines()) == 100
+    assert "--encoder-layers 4 --decoder-layers 1" in (out / "logs" / "deep-shallow.log") \
+        .read_text()
     # the distilled targets are the teacher's, not the gold ones
     gold = (out / "data-bin" / "train.src-tgt.tgt.bin").read_bytes()
     assert (out / "data-seq-kd" / "train.src-tgt.tgt.bin").read_bytes() != gold
@@ -100,7 +111,8 @@ def test_results_table_has_one_row_per_model_and_numbers_parse(first_run):
     assert header == ["model", "params", "non-zero", "BLEU greedy", "BLEU beam 5",
                       "tok/s greedy", "tok/s beam 5", "speed-up greedy", "speed-up beam 5",
                       "mixed greedy"]
-    assert [r[0] for r in rows][2:] == [m.label for m in MODELS][2:]
+    models = (*MODELS, *DEPLOYED)
+    assert [r[0] for r in rows][2:] == [m.label for m in models][2:]
     assert rows[0][0] == "Teacher (d=32, 1+1 layers)"
     assert rows[1][0] == "Student (d=16, 1+1 layers), baseline"
     params = [count(r[1]) for r in rows]
@@ -112,20 +124,28 @@ def test_results_table_has_one_row_per_model_and_numbers_parse(first_run):
         assert re.fullmatch(r"\d+\.\dx", r[7]) and re.fullmatch(r"\d+\.\dx", r[8])
         assert re.fullmatch(r"\d+\.\d%", r[9])
     assert rows[0][8] == "1.0x"  # the reference: the teacher with beam search
+    keys = [m.key for m in models]
     assert params[0] > 2 * params[1]  # the teacher is several times larger
-    assert len(set(params[1:])) == 1  # all students have the same architecture
+    same = [p for k, p in zip(keys, params) if k not in ("teacher", "deep-shallow",
+                                                           "deep-shallow-ct2")]
+    assert len(set(same)) == 1  # all other students have the same architecture
+    # the deep-encoder student has more encoder layers; its CTranslate2 export counts the same
+    assert params[keys.index("deep-shallow")] == params[keys.index("deep-shallow-ct2")] > \
+        params[1]
     assert nonzero[1] == params[1]
-    assert nonzero[-1] < 0.4 * params[-1]  # 80 % of the weight matrices pruned
+    pruned = keys.index("pruned")
+    assert nonzero[pruned] < 0.4 * params[pruned]  # 80 % of the weight matrices pruned
     assert "sacrebleu" in text and "nrefs:1|case:mixed|eff:no|tok:13a" in text
     assert "## What this run shows" in text and "Seq-KD student greedy" in text
     diag_header, diag = table_rows(text.split("every register as a reference")[1])
-    assert diag_header[1] == "BLEU greedy, all registers" and len(diag) == len(MODELS)
+    assert diag_header[1] == "BLEU greedy, all registers" and len(diag) == len(models)
     for r in diag:
         assert 0 <= float(r[1]) <= 100 and re.fullmatch(r"\d+\.\d%", r[4])
     # the terminal shows the same table and the signature
     assert rows[3][3] in proc.stdout and "BLEU: sacrebleu nrefs:1" in proc.stdout
     payload = json.loads((out / "results.json").read_text())
-    assert len(payload["rows"]) == len(MODELS)
+    assert len(payload["rows"]) == len(models)
+    assert "Deployed with CTranslate2 int8" in text
     assert {s["name"] for s in payload["stages"]} == set(STAGES)
 
 
