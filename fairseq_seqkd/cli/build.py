@@ -12,6 +12,10 @@ killed or changed build resumes are described in :mod:`fairseq_seqkd.distill.bui
 ``OUT_DIR`` also serves as ``--distilled-data``; with ``--fallback drop`` only the kept
 sentences are written, their gold indices listed in ``<split>.kept-indices``.
 
+``--filter-worst P`` and ``--min-score S`` filter on the teacher's n-best scores as in
+``seqkd-select`` (a sentence they drop keeps its reference under ``--fallback gold``); changing
+them redoes the selection and binarization, not the decoding.
+
 Bad input exits with status 1 after a single ``seqkd-build: error: ...`` line on stderr, before
 anything is written.
 """
@@ -23,6 +27,7 @@ import sys
 from collections.abc import Sequence
 
 from fairseq_seqkd.cli.entry import USER_ERRORS, OneLineParser, run_main
+from fairseq_seqkd.cli.select import add_score_filter_options
 from fairseq_seqkd.distill.build import (
     BPE_SCHEMES,
     FALLBACKS,
@@ -63,9 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="drop a hypothesis whose subword length ratio to the source exceeds R "
                    "either way")
     p.add_argument("--dedup", action="store_true", help="drop repeated (source, target) pairs")
+    add_score_filter_options(p)
     p.add_argument("--fallback", choices=FALLBACKS, default="gold",
-                   help="gold: a sentence without a usable hypothesis keeps its reference (the "
-                   "split stays aligned); drop: it is left out")
+                   help="gold: a sentence without a usable hypothesis (none, or one a filter "
+                   "dropped) keeps its reference (the split stays aligned); drop: it is left out")
     p.add_argument("--workers", type=int, default=1, metavar="W",
                    help="processes scoring similarities")
     p.add_argument("--cpu", action="store_true", help="decode on the CPU")

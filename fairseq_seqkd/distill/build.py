@@ -6,8 +6,8 @@
 1. generate - :func:`fairseq_seqkd.distill.generate.generate_nbest` decodes the split with the
    teacher (beam K, n-best);
 2. select   - :func:`fairseq_seqkd.distill.select.select_targets` picks one target per sentence
-   (the same rules as ``seqkd-select``; sources and references are read from the binarized split
-   itself);
+   (the same rules and filters as ``seqkd-select``, ``filter_worst`` and ``min_score`` on the
+   n-best's scores included; sources and references are read from the binarized split itself);
 3. binarize - the targets are encoded with the data's dictionaries (checked equal to the
    teacher's) into ``OUT_DIR``, beside copies of every other split and the dictionaries, so
    stock ``fairseq-train OUT_DIR`` reads it.
@@ -44,7 +44,7 @@ from ..teacher import check_teacher_dictionaries, load_checkpoint_state, split_p
 from .binarize import binarize_lines, copy_file, load_split, token_lines, write_subset, write_text
 from .generate import generate_nbest
 from .nbest import check_indices, read_nbest
-from .select import select_targets
+from .select import check_score_filters, select_targets
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +71,8 @@ class BuildOptions:
     remove_bpe: str = "none"  # subword segmentation undone before similarities
     max_len_ratio: float | None = None  # drop hypotheses whose length ratio exceeds it
     dedup: bool = False  # drop repeated (source, target) pairs
+    filter_worst: float = 0.0  # drop this % of sentences whose chosen target scores lowest
+    min_score: float | None = None  # drop hypotheses whose n-best score is below it
     fallback: str = "gold"  # gold: keep the reference when no hypothesis is usable; drop
     workers: int = 1  # processes scoring similarities
     cpu: bool = False  # decode on the CPU
@@ -99,6 +101,14 @@ class BuildOptions:
             raise SeqKDError(f"--batch-size must be >= 1, got {self.batch_size}")
         if self.max_len_ratio is not None and not self.max_len_ratio >= 1.0:
             raise SeqKDError(f"--max-len-ratio must be >= 1, got {self.max_len_ratio}")
+        try:
+            check_score_filters(self.filter_worst, self.min_score)
+        except ValueError as exc:
+            raise SeqKDError(str(exc)) from None
+        # recorded as floats, so filter_worst=10 from Python and --filter-worst 10 match
+        self.filter_worst = float(self.filter_worst)
+        if self.min_score is not None:
+            self.min_score = float(self.min_score)
         if not re.fullmatch(r"[A-Za-z0-9_-]+", self.split):
             raise SeqKDError(f"--split must be a split name such as train, got {self.split!r}")
 
@@ -398,7 +408,7 @@ def run_select(
         strategy=opts.strategy, sim=opts.sim,
         remove_bpe_scheme=None if opts.remove_bpe == "none" else opts.remove_bpe,
         max_len_ratio=opts.max_len_ratio, dedup=opts.dedup, fallback=opts.fallback,
-        workers=opts.workers,
+        workers=opts.workers, filter_worst=opts.filter_worst, min_score=opts.min_score,
     )
     seconds = time.perf_counter() - start
     kept = selection.kept_indices
@@ -406,6 +416,7 @@ def run_select(
     kept_path = stage.path(f"{opts.split}.kept")
     report_path = stage.path("report.json")
     report = {"strategy": opts.strategy, "sim": opts.sim, "fallback": opts.fallback,
+              "filter_worst_percent": opts.filter_worst, "min_score": opts.min_score,
               **selection.report, "seconds": round(seconds, 3)}
     write_text(targets_path, "".join(f"{selection.targets[i]}\n" for i in kept))
     write_text(kept_path, "".join(f"{i}\n" for i in kept))
@@ -504,7 +515,8 @@ def build_distilled_data(
     select = Stage(out, "select", 2, {
         "generate": generate.digest(), "strategy": opts.strategy, "sim": opts.sim,
         "remove_bpe": opts.remove_bpe, "max_len_ratio": opts.max_len_ratio,
-        "dedup": opts.dedup, "fallback": opts.fallback,
+        "dedup": opts.dedup, "fallback": opts.fallback, "filter_worst": opts.filter_worst,
+        "min_score": opts.min_score,
     })
     done = select.done()
     if done is not None:
@@ -514,7 +526,9 @@ def build_distilled_data(
     else:
         reason = select.start(keep_partial=False)
         say(f"{select.label}: running ({reason}): {opts.strategy}"
-            + (f" by sentence {opts.sim}" if opts.strategy == "seq-inter" else ""))
+            + (f" by sentence {opts.sim}" if opts.strategy == "seq-inter" else "")
+            + (f", dropping scores below {opts.min_score}" if opts.min_score is not None else "")
+            + (f", dropping the worst-scored {opts.filter_worst:g} %" if opts.filter_worst else ""))
         sources = token_lines(bin_.load(bin_.src), bin_.src_dict)
         references = token_lines(bin_.load(bin_.tgt), bin_.tgt_dict)
         if nbest is None:

@@ -188,6 +188,85 @@ def test_fallback_switch_with_nothing_dropped_rewrites_kept_indices(kd_dir, toy_
     setup_task(toy_bin, "--distilled-data", out)[0].load_dataset("train")  # accepted
 
 
+def best_scores(nbest_file: Path) -> dict[int, float]:
+    """Each sentence's rank-0 score, read from the n-best text itself (not via read_nbest)."""
+    scores = {}
+    for line in nbest_file.read_text(encoding="utf-8").splitlines():
+        index, rank, score, _ = line.split("\t", 3)
+        if rank == "0":
+            scores[int(index)] = float(score)
+    return scores
+
+
+def lowest(scores: dict[int, float], percent: int) -> set[int]:
+    """The floor(percent %) lowest-scored sentences, ties to the lower index."""
+    return set(sorted(scores, key=lambda i: (scores[i], i))[:len(scores) * percent // 100])
+
+
+def test_filter_worst_drops_the_lowest_scored_and_a_new_percentage_redoes_only_selection(
+        kd_dir, toy_bin, teacher_ckpt, tmp_path, capsys):
+    out = tmp_path / "worst"
+    shutil.copytree(kd_dir[0], out)
+    nbest_file = out / "seqkd" / "generate" / "train.nbest"
+    scores = best_scores(nbest_file)
+    best = {i: h[0].tokens for i, h in read_nbest(nbest_file).items()}
+    assert len(scores) == 600 and all(best.values())  # no empty hypothesis is counted first
+    gold_src = lines(toy_bin, "src")
+    args = ["--data", toy_bin, "--teacher", teacher_ckpt, "--output", out,
+            "--strategy", "seq-kd", "--fallback", "drop", *BUILD]
+    proc = run_cli("seqkd-build", *args, "--filter-worst", "10")
+    assert stages(proc.stdout) == {"generate": "skipped", "select": "running",
+                                   "binarize": "running"}
+    assert "options changed (fallback: gold -> drop, filter_worst: 0.0 -> 10.0)" in proc.stdout
+    assert '"filter_worst": 60,' in proc.stdout  # the printed selection report counts them
+
+    def check(percent: int) -> None:
+        report = json.loads((out / "seqkd" / "select" / "report.json").read_text())
+        expected = lowest(scores, percent)
+        assert report["filter_worst_percent"] == percent and report["min_score"] is None
+        assert report["filter_worst"] == report["dropped"] == len(expected) == 6 * percent
+        kept = [int(x) for x in (out / "train.kept-indices").read_text().split()]
+        assert set(range(600)) - set(kept) == expected and report["kept"] == len(kept)
+        assert max(scores[i] for i in expected) <= min(scores[i] for i in kept)
+        assert lines(out, "tgt") == [best[i] for i in kept]
+        assert lines(out, "src") == [gold_src[i] for i in kept]
+
+    check(10)
+    generate_files = snapshot(out / "seqkd" / "generate")
+    assert build.main([*map(str, args), "--filter-worst", "20"]) == 0
+    log = capsys.readouterr().out
+    assert stages(log) == {"generate": "skipped", "select": "running", "binarize": "running"}
+    assert "options changed (filter_worst: 10.0 -> 20.0)" in log
+    assert snapshot(out / "seqkd" / "generate") == generate_files  # not decoded again
+    check(20)
+
+
+def test_score_filters_with_fallback_gold_keep_the_split_aligned(kd_dir, toy_bin,
+                                                                 teacher_ckpt, tmp_path,
+                                                                 capsys):
+    out = tmp_path / "gold"
+    shutil.copytree(kd_dir[0], out)
+    scores = best_scores(out / "seqkd" / "generate" / "train.nbest")
+    threshold = sorted(scores.values())[30]
+    below = {i for i, s in scores.items() if s < threshold}
+    worst = lowest(scores, 10)
+    assert 0 < len(below) <= 30 and below <= worst
+    assert build.main(["--data", str(toy_bin), "--teacher", str(teacher_ckpt), "--output",
+                       str(out), "--strategy", "seq-kd", "--filter-worst", "10",
+                       "--min-score", repr(threshold), *BUILD]) == 0
+    log = capsys.readouterr().out
+    assert stages(log) == {"generate": "skipped", "select": "running", "binarize": "running"}
+    report = json.loads((out / "seqkd" / "select" / "report.json").read_text())
+    # min_score comes first; filter_worst counts the rest of the worst 10 %
+    assert report["min_score"] == threshold and report["below_min_score"] == len(below)
+    assert report["filter_worst"] == len(worst) - len(below)
+    assert report["fallback_gold"] == len(worst) and report["kept"] == 600
+    assert not (out / "train.kept-indices").exists()
+    gold_tgt, kd_tgt = lines(toy_bin, "tgt"), lines(kd_dir[0], "tgt")
+    assert lines(out, "tgt") == [gold_tgt[i] if i in worst else kd_tgt[i] for i in range(600)]
+    setup_task(toy_bin, "--distilled-data", out)[0].load_dataset("train")  # still aligned
+
+
 def test_python_api_builds_the_same_data_as_the_cli(kd_dir, toy_bin, teacher_ckpt, tmp_path):
     from fairseq_seqkd.distill.build import build_distilled_data
 
@@ -205,6 +284,9 @@ def test_python_api_builds_the_same_data_as_the_cli(kd_dir, toy_bin, teacher_ckp
     with pytest.raises(SeqKDError, match=r"--fallback must be one of gold, drop, got 'keep'"):
         build_distilled_data(str(toy_bin), str(teacher_ckpt), str(out), "seq-kd",
                              fallback="keep")
+    with pytest.raises(SeqKDError, match=r"--filter-worst must be in \[0, 100\)"):
+        build_distilled_data(str(toy_bin), str(teacher_ckpt), str(out), "seq-kd",
+                             filter_worst=100)
 
 
 @pytest.mark.parametrize("args, message", [
@@ -212,6 +294,11 @@ def test_python_api_builds_the_same_data_as_the_cli(kd_dir, toy_bin, teacher_ckp
     (["--nbest", "4"], r"--nbest must be in \[1, --beam 3\], got 4"),
     (["--teacher", "nope.pt"], r"--teacher: nope.pt does not exist"),
     (["--data", "no-such-dir"], r"--data: no-such-dir is not a directory"),
+    (["--filter-worst", "100"], r"--filter-worst must be in \[0, 100\) \(a percentage\), "
+                                r"got 100.0$"),
+    (["--filter-worst", "-5"], r"--filter-worst must be in \[0, 100\) .*got -5.0$"),
+    (["--filter-worst", "ten"], r"argument --filter-worst: invalid float value: 'ten'"),
+    (["--min-score", "nan"], r"--min-score must be a number, got nan$"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(toy_bin, teacher_ckpt, tmp_path, capsys,
                                                   args, message):
