@@ -47,6 +47,7 @@ setup(
             "seqkd-demo=fairseq_seqkd.cli.demo:main",
             "seqkd-benchmark=fairseq_seqkd.cli.benchmark:main",
             "seqkd-cache-teacher=fairseq_seqkd.cli.cache_teacher:main",
+            "seqkd-evaluate=fairseq_seqkd.cli.evaluate:main",
         ],
     },
 )

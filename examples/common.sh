@@ -225,7 +225,7 @@ report() {
         [[ -f $WORK/$name/checkpoint_best.pt ]] && models+=(--model "$name=$WORK/$name/checkpoint_best.pt")
     done
     log "BLEU on test ($RAW/test.tgt), greedy and beam 5"
-    "$PY" -m fairseq_seqkd.distill.evaluate "$BIN" --subset test --reference "$RAW/test.tgt" \
+    seqkd-evaluate "$BIN" --subset test --reference "$RAW/test.tgt" \
         --beams 1 5 --remove-bpe sentencepiece "${CPU[@]}" "${models[@]}" \
         --json "$WORK/bleu-$(basename "$0" .sh).json"
 }

@@ -65,6 +65,11 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
         handle.write(text)
 
 
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_open(path, "wb") as handle:
+        handle.write(data)
+
+
 def atomic_write_all(files: dict[str, str]) -> None:
     """Several text files, all written to temp files before any is moved into place."""
     temps: list[tuple[str, str]] = []

@@ -15,13 +15,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
-import threading
 import time
 from collections.abc import Sequence
 
-from fairseq_seqkd.cli.demo import _cores, _terminate, check_parallelism, print_stages
+from fairseq_seqkd.cli.demo import (
+    check_parallelism,
+    cores,
+    print_stages,
+    stop_on_sigterm,
+    with_vocab_size,
+)
 from fairseq_seqkd.cli.entry import OneLineParser, run_main
 from fairseq_seqkd.demo.benchmark import BENCHMARK_PRESETS, Benchmark
 
@@ -48,7 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "the numbers, written after reading a run")
     parser.add_argument("--threads", type=int, default=1, metavar="N",
                         help="CPU threads per fairseq process (default 1)")
-    parser.add_argument("--jobs", type=int, default=max(1, min(_cores(), 4)), metavar="N",
+    parser.add_argument("--vocab-size", type=int, metavar="N",
+                        help="joint sentencepiece vocabulary (default: the preset's)")
+    parser.add_argument("--jobs", type=int, default=max(1, min(cores(), 4)), metavar="N",
                         help="independent stages run at once (default: the CPU cores, at most "
                         "4); the speed stage always runs alone")
     mode = parser.add_mutually_exclusive_group()
@@ -62,8 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _run(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     check_parallelism(args)
-    bench = Benchmark(args.out, BENCHMARK_PRESETS[args.preset], corpus=args.corpus,
-                      threads=args.threads, jobs=args.jobs)
+    bench = Benchmark(args.out, with_vocab_size(BENCHMARK_PRESETS[args.preset], args),
+                      corpus=args.corpus, threads=args.threads, jobs=args.jobs)
     if args.dry_run:
         print_stages(bench)
         return 0
@@ -71,8 +77,7 @@ def _run(argv: Sequence[str] | None) -> int:
     if not args.report_only:
         print(f"{PROG}: preset {args.preset}, corpus {args.corpus}, {args.jobs} job(s) x "
               f"{args.threads} thread(s) -> {args.out}", flush=True)
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, _terminate)
+        stop_on_sigterm()
         bench.run()
     table, _ = bench.report(doc=args.doc, analysis=args.analysis)
     print()

@@ -16,6 +16,7 @@ skipped on a second run (delete ``OUT`` to start over).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shlex
 import signal
@@ -23,16 +24,19 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+from typing import TypeVar
 
 from fairseq_seqkd.cli.entry import OneLineParser, run_main
 from fairseq_seqkd.demo.pipeline import Pipeline
-from fairseq_seqkd.demo.presets import PRESETS, preset_for
+from fairseq_seqkd.demo.presets import PRESETS, Preset, preset_for
 from fairseq_seqkd.errors import SeqKDError
 
 PROG = "seqkd-demo"
+P = TypeVar("P", bound=Preset)
 
 
-def _cores() -> int:
+def cores() -> int:
+    """CPU cores this process may run on."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
@@ -54,7 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, default=1, metavar="N",
                         help="CPU threads per fairseq process (default 1: tiny models run "
                         "faster as several one-thread processes than as one multi-threaded)")
-    parser.add_argument("--jobs", type=int, default=max(1, min(_cores(), 4)), metavar="N",
+    parser.add_argument("--vocab-size", type=int, metavar="N",
+                        help="joint sentencepiece vocabulary (default: the preset's); raise it "
+                        "for a script with many characters (Japanese, Chinese)")
+    parser.add_argument("--jobs", type=int, default=max(1, min(cores(), 4)), metavar="N",
                         help="independent training/distillation stages run at once (default: "
                         "the CPU cores, at most 4); the decoding stages are always timed alone")
     parser.add_argument("--dry-run", action="store_true",
@@ -68,6 +75,15 @@ def check_parallelism(args: argparse.Namespace) -> None:
         raise SeqKDError(f"--threads must be >= 1, got {args.threads}")
     if args.jobs < 1:
         raise SeqKDError(f"--jobs must be >= 1, got {args.jobs}")
+
+
+def with_vocab_size(preset: P, args: argparse.Namespace) -> P:
+    """The preset with --vocab-size applied (shared by seqkd-demo and seqkd-benchmark)."""
+    if args.vocab_size is None:
+        return preset
+    if args.vocab_size < 8:
+        raise SeqKDError(f"--vocab-size must be >= 8, got {args.vocab_size}")
+    return dataclasses.replace(preset, vocab_size=args.vocab_size)
 
 
 def print_stages(pipeline: Pipeline) -> None:
@@ -84,11 +100,17 @@ def _terminate(signum: int, frame: object) -> None:
     raise KeyboardInterrupt  # stops the running commands; the next run resumes
 
 
+def stop_on_sigterm() -> None:
+    """SIGTERM stops the running commands like Ctrl-C (the next run resumes)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
+
+
 def _run(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     check_parallelism(args)
-    pipeline = Pipeline(args.out, preset_for(args.preset), corpus=args.corpus,
-                        threads=args.threads, jobs=args.jobs)
+    pipeline = Pipeline(args.out, with_vocab_size(preset_for(args.preset), args),
+                        corpus=args.corpus, threads=args.threads, jobs=args.jobs)
     if args.dry_run:
         print_stages(pipeline)
         return 0
@@ -96,8 +118,7 @@ def _run(argv: Sequence[str] | None) -> int:
     print(f"{PROG}: preset {args.preset}, {corpus}, {args.jobs} job(s) x {args.threads} "
           f"thread(s) -> {args.out}", flush=True)
     begin = time.perf_counter()
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _terminate)
+    stop_on_sigterm()
     pipeline.run()
     table, _ = pipeline.report()
     seconds = time.perf_counter() - begin

@@ -28,11 +28,12 @@ import json
 import math
 import os
 import shlex
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from ..atomic import atomic_write_bytes, atomic_write_text
+from ..commands import console_script
 from ..deploy.speed import (
     DeployPlan,
     SpeedRow,
@@ -40,11 +41,12 @@ from ..deploy.speed import (
     measure_deployment,
     speed_table,
 )
+from ..distill.evaluate import bleu, read_decoding
 from ..errors import SeqKDError
-from .corpus import CorpusSpec
-from .pipeline import MODELS, SRC, TGT, ModelSpec, Pipeline, Stage, _bin, _count_lines
+from .corpus import CorpusSpec, count_lines
+from .pipeline import MODELS, SRC, TGT, ModelSpec, Pipeline, Stage
 from .presets import Arch, Preset
-from .report import ModelResult, bleu, plot_results, read_generate, write_text_atomic
+from .report import ModelResult, plot_results
 
 __all__ = ["BENCHMARK_PRESETS", "Benchmark", "BenchmarkPreset"]
 
@@ -136,7 +138,7 @@ def extra_test_sets(corpus: Path) -> tuple[str, ...]:
         tgt = src.with_suffix(".tgt")
         if not tgt.is_file():
             raise SeqKDError(f"--corpus: {src} has no {tgt.name} beside it")
-        if _count_lines(src) != _count_lines(tgt):
+        if count_lines(src) != count_lines(tgt):
             raise SeqKDError(f"--corpus: {src} and {tgt} differ in line count")
         names.append(src.stem)
     return tuple(names)
@@ -161,7 +163,7 @@ class Benchmark(Pipeline):
     def _cache(self, data: Path, cache: Path) -> list[str]:
         p = self.preset
         return [
-            _bin("seqkd-cache-teacher"), str(data), "--user-dir", self.plugin,
+            console_script("seqkd-cache-teacher"), str(data), "--user-dir", self.plugin,
             "--path", str(self.out / MODELS[0].checkpoint), "--gen-subset", "train",
             "--kd-topk", str(p.kd_topk), "--max-tokens", str(p.cache_max_tokens),
             "--cpu", "--num-workers", "0", "--no-progress-bar", "--output", str(cache),
@@ -284,12 +286,12 @@ class Benchmark(Pipeline):
         commands, outputs = [], []
         for label, key in DEPLOY_FAIRSEQ.items():
             target = self._deploy_dir(label).with_suffix(".pt")
-            commands.append([_bin("seqkd-export"), "--input",
+            commands.append([console_script("seqkd-export"), "--input",
                              str(self.out / by_key[key].checkpoint), "--output", str(target)])
             outputs.append(target)
         for label, (key, quantization) in DEPLOY_CT2.items():
             target = self._deploy_dir(label)
-            commands.append([_bin("seqkd-export"), "--input",
+            commands.append([console_script("seqkd-export"), "--input",
                              str(self.out / by_key[key].checkpoint), "--format", "ctranslate2",
                              "--quantization", quantization, "--spm-model",
                              str(self.spm / "spm.model"), "--output", str(target)])
@@ -310,7 +312,7 @@ class Benchmark(Pipeline):
             source=self._lines(self.raw / f"{first}.{SRC}"), references=self._references(first),
             reference_label="teacher", same_engine_label="teacher (CT2 int8)",
             batches=DEPLOY_BATCHES, beam=self.preset.beam, threads=self.threads,
-            fairseq_generate=_bin("fairseq-generate"),
+            fairseq_generate=console_script("fairseq-generate"),
         )
 
     def _deploy_speed_stage(self) -> Stage:
@@ -318,7 +320,7 @@ class Benchmark(Pipeline):
 
         def measure(log: TextIO) -> None:
             rows = measure_deployment(self.deploy_plan(), log=lambda m: print(m, file=log))
-            write_text_atomic(result, json.dumps(
+            atomic_write_text(result, json.dumps(
                 [{**asdict(r), "hypotheses": None} for r in rows], indent=1) + "\n")
 
         plan = asdict(self.deploy_plan())
@@ -391,7 +393,7 @@ class Benchmark(Pipeline):
                     path = self.eval_file(model, b, test_set)
                     score = None
                     if path.exists():
-                        hyps[test_set, b] = read_generate(path).hypotheses
+                        hyps[test_set, b] = read_decoding(path).hypotheses
                         score, signature = bleu(hyps[test_set, b], refs[test_set])
                     entry[f"{test_set}.beam{b}"] = score
             first = self.test_sets[0]
@@ -409,7 +411,7 @@ class Benchmark(Pipeline):
             path = self.speed_file(model, beam, batch)
             if not path.exists():
                 continue
-            run = read_generate(path)
+            run = read_decoding(path)
             rows.append({"model": model.key, "beam": beam, "batch": batch,
                          "sentences": run.sentences, "tokens": run.tokens,
                          "seconds": run.seconds, "tok_s": run.tokens_per_second,
@@ -432,22 +434,22 @@ class Benchmark(Pipeline):
         page, rows = self._page(scores, speeds, signature, "results.png", reasons)
         plot_results(rows, self.out / "results.png", beam=self.preset.beam,
                      title=f"seqkd-benchmark ({self.raw.name}): test BLEU against decoding speed")
-        write_text_atomic(self.out / "results.md", page)
+        atomic_write_text(self.out / "results.md", page)
         payload = {"preset": asdict(self.preset), "signature": signature, "scores": scores,
                    "speeds": speeds, "stages": [asdict(r) for r in self.runs]}
-        write_text_atomic(self.out / "results.json",
+        atomic_write_text(self.out / "results.json",
                           json.dumps(payload, indent=1, default=str) + "\n")
         if doc is not None:
             doc = Path(doc)
             doc.parent.mkdir(parents=True, exist_ok=True)
             plot = doc.with_suffix(".png")
-            shutil.copyfile(self.out / "results.png", plot)
-            write_text_atomic(doc, self._page(scores, speeds, signature, plot.name, reasons)[0])
+            atomic_write_bytes(plot, (self.out / "results.png").read_bytes())
+            atomic_write_text(doc, self._page(scores, speeds, signature, plot.name, reasons)[0])
             logs = doc.with_name(f"{doc.stem}-logs")
             logs.mkdir(exist_ok=True)
             for log in sorted((self.out / "logs").glob("*.log")):
-                write_text_atomic(logs / log.name, self._portable(log.read_text("utf-8")))
-            write_text_atomic(logs / "results.json",
+                atomic_write_text(logs / log.name, self._portable(log.read_text("utf-8")))
+            atomic_write_text(logs / "results.json",
                               json.dumps(self._portable(payload), indent=1, default=str) + "\n")
         return self._table1(scores), rows
 
@@ -456,7 +458,7 @@ class Benchmark(Pipeline):
     def _doc_command(self, command: list[str]) -> str:
         """A command as a user would type it from the repository root."""
         text = shlex.join([Path(command[0]).name, *command[1:]])
-        return self._portable(text).replace(self.plugin, "fairseq_seqkd")
+        return self._portable(text.replace(self.plugin, "fairseq_seqkd"))
 
     def _table1(self, scores: dict[str, dict[str, Any]]) -> str:
         beam, first = self.preset.beam, self.test_sets[0]
@@ -647,11 +649,12 @@ class Benchmark(Pipeline):
 
     def _how(self) -> list[str]:
         p = self.preset
-        counts = {t: _count_lines(self.raw / f"{t}.{SRC}") for t in ("train", *self.test_sets)}
+        counts = {t: count_lines(self.raw / f"{t}.{SRC}") for t in ("train", *self.test_sets)}
         stages = self.stages()
         out = [
             "## How it was run", "",
-            f"- Corpus `{self.raw}`: {counts['train']:,} training pairs; test sets "
+            f"- Corpus `{self.raw.name}` (`$CORPUS` below): {counts['train']:,} training "
+            "pairs; test sets "
             + ", ".join(f"{t} ({counts[t]:,})" for t in self.test_sets)
             + f"; joint sentencepiece BPE, {p.vocab_size} pieces.",
             f"- Preset `{p.name}`: teacher {p.teacher.describe()} (ffn {p.teacher.ffn}, "
@@ -672,7 +675,7 @@ class Benchmark(Pipeline):
                 continue
             out.append(f"| {stage.name} | {stamp['seconds']:.0f} | {stamp['cpu_seconds']:.0f} |")
         out += ["", "<details><summary>Every command, in stage order ($OUT is the output "
-                "directory)</summary>", "", "```"]
+                "directory, $CORPUS the corpus)</summary>", "", "```"]
         for stage in stages:
             out.append(f"# {stage.name}: {stage.description}")
             out += [self._doc_command(c) for c in stage.commands]

@@ -43,15 +43,17 @@ unimodal, which makes a useful control. The vocabulary is a few hundred types pe
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
-import os
 import random
-import tempfile
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
+
+from ..atomic import atomic_write_text
 
 __all__ = [
     "ADJECTIVES",
@@ -70,6 +72,9 @@ __all__ = [
     "CorpusSpec",
     "NounPhrase",
     "Sentence",
+    "count_lines",
+    "distinct_characters",
+    "file_sha256",
     "generate_corpus",
     "generate_pair",
     "is_mixed",
@@ -620,23 +625,33 @@ def generate_corpus(spec: CorpusSpec = CorpusSpec()) -> dict[str, list[tuple[str
     return {split: out[split] for split in SPLITS}
 
 
-def _count_lines(path: Path) -> int:
-    with open(path, "rb") as f:
-        return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
+def _blocks(path: Path, text: bool = False) -> Iterator[Any]:
+    """A file's content in 1 MiB blocks (bytes, or UTF-8 text)."""
+    with open(path, "r" if text else "rb", **({"encoding": "utf-8"} if text else {})) as f:
+        while block := f.read(1 << 20):
+            yield block
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+def count_lines(path: Path) -> int:
+    """Newline characters in a file (its line count when the last line ends with one)."""
+    return sum(block.count(b"\n") for block in _blocks(path))
+
+
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    for block in _blocks(path):
+        digest.update(block)
+    return digest.hexdigest()
+
+
+def distinct_characters(paths: Iterable[Path]) -> int:
+    """How many different characters (whitespace aside) the UTF-8 files hold together."""
+    chars: set[str] = set()
+    for path in paths:
+        for block in _blocks(path, text=True):
+            chars.update(block)
+    return len({c for c in chars if not c.isspace()})
 
 
 def _stamp(spec: CorpusSpec) -> dict:
@@ -656,7 +671,7 @@ def _is_complete(out: Path, spec: CorpusSpec) -> bool:
     for split in SPLITS:
         for side in ("src", "tgt"):
             path = out / f"{split}.{side}"
-            if not path.is_file() or _count_lines(path) != getattr(spec, split):
+            if not path.is_file() or count_lines(path) != getattr(spec, split):
                 return False
             if sizes.get(path.name) != path.stat().st_size:
                 return False
@@ -683,10 +698,10 @@ def write_corpus(out_dir: str | Path, spec: CorpusSpec = CorpusSpec()) -> dict[s
         for side, column in (("src", 0), ("tgt", 1)):
             path = out / f"{split}.{side}"
             text = "".join(pair[column] + "\n" for pair in pairs)
-            _atomic_write(path, text)
+            atomic_write_text(path, text)
             sizes[path.name] = len(text.encode("utf-8"))
     stamp = {**_stamp(spec), "counts": counts, "bytes": sizes}
-    _atomic_write(out / STAMP_NAME, json.dumps(stamp, indent=2, sort_keys=True) + "\n")
+    atomic_write_text(out / STAMP_NAME, json.dumps(stamp, indent=2, sort_keys=True) + "\n")
     return counts
 
 

@@ -21,10 +21,13 @@ Stages (each a list of commands; stock fairseq CLIs and the project's own consol
                  --beam K on the test set, per model
 
 A stage is skipped when its stamp (``stamps/<stage>.json``, written last) records the same
-commands and the same upstream stamps, and its outputs exist; so an interrupted demo resumes
-and a changed preset redoes exactly the stages it affects. Every command's output goes to
-``logs/<stage>.log`` (fairseq-generate's to ``eval/<model>.beam<K>.txt``), after the command
-line itself, so each number in the results can be reproduced by hand.
+commands, the same upstream stamps and the same content of the files it reads from outside the
+output directory (the corpus), and its outputs exist; so an interrupted demo resumes, and a
+changed preset or an edited corpus redoes exactly the stages it affects. Every command's output
+goes to ``logs/<stage>.log`` (fairseq-generate's to ``eval/<model>.beam<K>.txt``), after the
+command line itself, so each number in the results can be reproduced by hand; commands are
+logged with ``$OUT`` (the output directory), ``$CORPUS`` (a user's corpus), ``$REPO`` (where
+the plugin lives) and ``$VENV`` (the interpreter's environment) in place of those paths.
 
 Small models on a few cores train fastest as one thread per process with independent stages
 side by side (``jobs``); the decoding stages run alone, so their speeds are comparable.
@@ -35,6 +38,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -46,13 +50,19 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from ..atomic import atomic_write_text
+from ..commands import console_script
 from ..deploy.ct2_export import read_manifest
 from ..deploy.translator import parse_translate_summary
+from ..distill.evaluate import Decoding, bleu, read_decoding
 from ..errors import SeqKDError
 from .corpus import (
     CANONICAL_REGISTER,
     CORPUS_VERSION,
     CorpusSpec,
+    count_lines,
+    distinct_characters,
+    file_sha256,
     generate_pair,
     mixing_rate,
     register_of,
@@ -61,14 +71,10 @@ from .corpus import (
 from .presets import Arch, Preset
 from .report import (
     DIAGNOSTIC_COLUMNS,
-    Decoding,
     ModelResult,
-    bleu,
     format_table,
     plot_results,
-    read_generate,
     results_markdown,
-    write_text_atomic,
 )
 
 __all__ = [
@@ -82,6 +88,11 @@ __all__ = [
 
 SPLITS = ("train", "valid", "test")
 SRC, TGT = "src", "tgt"
+# sentencepiece's advice for scripts with a rich character set (Japanese, Chinese): cover
+# 99.95 % of the characters rather than all of them; chosen when the training text has more
+# distinct characters than this share of the vocabulary
+RICH_SCRIPT_COVERAGE = 0.9995
+RICH_SCRIPT_SHARE = 0.5
 
 
 @dataclass(frozen=True)
@@ -141,6 +152,8 @@ class Stage:
     captures: list[Path | None] = field(default_factory=list)
     # runs alone with all threads (decoding-speed measurements), even with --jobs > 1
     exclusive: bool = False
+    # files read from outside the output directory (the corpus): their content is in the stamp
+    inputs: list[Path] = field(default_factory=list)
 
 
 @dataclass
@@ -149,22 +162,6 @@ class StageRun:
     skipped: bool
     seconds: float  # wall time of this run; for a skipped stage, of the run that made it
     cpu_seconds: float = 0.0  # user + system time of the stage's processes (load-independent)
-
-
-def _bin(name: str) -> str:
-    """A console script installed beside this interpreter (the venv), else from PATH."""
-    candidate = Path(sys.executable).parent / name
-    if candidate.exists():
-        return str(candidate)
-    found = shutil.which(name)
-    if found is None:
-        raise SeqKDError(f"{name} is not installed (looked in {candidate.parent} and PATH)")
-    return found
-
-
-def _count_lines(path: Path) -> int:
-    with open(path, "rb") as f:
-        return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
 
 
 def check_raw_corpus(directory: Path) -> dict[str, int]:
@@ -181,7 +178,7 @@ def check_raw_corpus(directory: Path) -> dict[str, int]:
                     f"--corpus: {path} not found (expected train/valid/test.{{src,tgt}}, raw "
                     "parallel text, one sentence a line)"
                 )
-            sizes[lang] = _count_lines(path)
+            sizes[lang] = count_lines(path)
         if sizes[SRC] != sizes[TGT]:
             raise SeqKDError(
                 f"--corpus: {directory / split}.src has {sizes[SRC]} lines but "
@@ -260,6 +257,15 @@ class Pipeline:
         # further test sets, raw ``NAME.{src,tgt}`` beside the corpus's test split; fairseq-
         # preprocess binarizes them as test1, test2, ... (see ``subset``)
         self.extra_tests: tuple[str, ...] = ()
+        places = {str(self.out): "$OUT", str(Path(self.plugin).parent): "$REPO",
+                  sys.prefix: "$VENV", **({} if self.builtin else {str(self.raw): "$CORPUS"})}
+        # longest first (an output directory inside the repository is $OUT); whole path
+        # components only
+        self._placeholders = [
+            (re.compile(re.escape(path) + r"(?![\w.-])"), name)
+            for path, name in sorted(places.items(), key=lambda item: -len(item[0]))
+            if len(path) > 1
+        ]
 
     @property
     def test_sets(self) -> tuple[str, ...]:
@@ -277,7 +283,7 @@ class Pipeline:
         p = self.preset
         warmup = p.warmup if warmup is None else warmup
         return [
-            _bin("fairseq-train"), str(data),
+            console_script("fairseq-train"), str(data),
             *(["--user-dir", self.plugin] if plugin else []),
             *arch.args(),
             "--optimizer", "adam", "--adam-betas", "(0.9,0.98)", "--clip-norm", "1.0",
@@ -310,7 +316,7 @@ class Pipeline:
     def _build(self, strategy: str, output: Path, *extra: str) -> list[str]:
         p = self.preset
         return [
-            _bin("seqkd-build"), "--data", str(self.data),
+            console_script("seqkd-build"), "--data", str(self.data),
             "--teacher", str(self.out / MODELS[0].checkpoint), "--output", str(output),
             "--strategy", strategy, "--beam", str(p.beam), *extra,
             "--remove-bpe", "sentencepiece", "--cpu", "--batch-size", str(p.build_batch_size),
@@ -321,7 +327,7 @@ class Pipeline:
                   batch_size: int | None = None) -> list[str]:
         batch_size = self.preset.eval_batch_size if batch_size is None else batch_size
         return [
-            _bin("fairseq-generate"), str(self.data),
+            console_script("fairseq-generate"), str(self.data),
             *(["--user-dir", self.plugin] if model.plugin else []),
             "--path", str(self.out / model.checkpoint), "--gen-subset", self.subset(test_set),
             "--beam", str(beam), "--nbest", "1", "--batch-size", str(batch_size),
@@ -357,7 +363,7 @@ class Pipeline:
         spm_opts = {
             "input": f"{self.raw / 'train.src'},{self.raw / 'train.tgt'}",
             "model_prefix": str(self.spm / "spm"), "vocab_size": p.vocab_size,
-            "model_type": "bpe", "character_coverage": 1.0, "shuffle_input_sentence": False,
+            "model_type": "bpe", "character_coverage": "auto", "shuffle_input_sentence": False,
             "input_sentence_size": 2_000_000, "num_threads": 1,
             "hard_vocab_limit": False, "bos_id": -1, "eos_id": -1, "pad_id": -1, "unk_id": 0,
         }  # fmt: skip
@@ -369,10 +375,11 @@ class Pipeline:
             func=lambda log: self._sentencepiece(spm_opts, log),
             func_key={"sentencepiece": spm_opts, "raw": str(self.raw),
                       **({"extra_tests": list(self.extra_tests)} if self.extra_tests else {})},
+            inputs=[self.raw / f"{s}.{lang}" for s in self._splits() for lang in (SRC, TGT)],
         ))
         stages.append(Stage(
             "preprocess", "fairseq-preprocess, joined dictionary",
-            [[_bin("fairseq-preprocess"), "--source-lang", SRC, "--target-lang", TGT,
+            [[console_script("fairseq-preprocess"), "--source-lang", SRC, "--target-lang", TGT,
               "--trainpref", str(self.spm / "train"), "--validpref", str(self.spm / "valid"),
               "--testpref", ",".join(str(self.spm / t) for t in self.test_sets),
               "--destdir", str(self.data),
@@ -442,7 +449,7 @@ class Pipeline:
         exported = out / MODELS[-1].checkpoint
         stages.append(Stage(
             "export", "plain fairseq checkpoint of the pruned student",
-            [[_bin("seqkd-export"), "--input",
+            [[console_script("seqkd-export"), "--input",
               str(out / "models" / "seq-kd-pruned" / "checkpoint_best.pt"),
               "--output", str(exported)]],
             [exported], deps=["pruned"], clean=[exported], mkdirs=[exported.parent],
@@ -472,9 +479,10 @@ class Pipeline:
         dirs = [self.out / m.checkpoint for m in DEPLOYED]
         return Stage(
             "export-ct2", "CTranslate2 int8 exports of the Seq-KD students",
-            [[_bin("seqkd-export"), "--input", str(self.out / by_key[m.source].checkpoint),
-              "--format", "ctranslate2", "--quantization", "int8",
-              "--spm-model", str(self.spm / "spm.model"), "--output", str(d)]
+            [[console_script("seqkd-export"), "--input",
+              str(self.out / by_key[m.source].checkpoint), "--format", "ctranslate2",
+              "--quantization", "int8", "--spm-model", str(self.spm / "spm.model"),
+              "--output", str(d)]
              for m, d in zip(DEPLOYED, dirs, strict=True)],
             [d / "seqkd-export.json" for d in dirs],
             deps=sorted({by_key[m.source].stage for m in DEPLOYED}), clean=dirs,
@@ -489,7 +497,7 @@ class Pipeline:
         if model.engine == "fairseq":
             return self._generate(model, beam)
         return [
-            _bin("seqkd-translate"), str(self.out / model.checkpoint),
+            console_script("seqkd-translate"), str(self.out / model.checkpoint),
             "--input", str(self.raw / "test.src"), "--output",
             str(self.translation_file(model, beam)), "--beam", str(beam),
             "--batch-size", str(self.preset.eval_batch_size), "--buffer-size", "1000000",
@@ -500,7 +508,7 @@ class Pipeline:
     def decoding(self, model: ModelSpec, beam: int) -> Decoding:
         """One evaluated model's hypotheses and timing, whichever engine decoded them."""
         if model.engine == "fairseq":
-            return read_generate(self.eval_file(model, beam))
+            return read_decoding(self.eval_file(model, beam))
         summary = parse_translate_summary(
             self.eval_file(model, beam).read_text(encoding="utf-8"),
             str(self.eval_file(model, beam)))
@@ -516,13 +524,32 @@ class Pipeline:
         return (*SPLITS, *self.extra_tests)
 
     def _sentencepiece(self, opts: dict[str, Any], log: TextIO) -> None:
-        """Train the joint model and encode every split, each file written atomically."""
+        """Train the joint model and encode every split, each file written atomically.
+
+        The character coverage is 1.0, or :data:`RICH_SCRIPT_COVERAGE` when the training text
+        has more distinct characters than :data:`RICH_SCRIPT_SHARE` of the vocabulary; a
+        vocabulary that still cannot hold the characters is a one-line error.
+        """
         import sentencepiece as spm
 
         self.spm.mkdir(parents=True, exist_ok=True)
-        log.write(f"sentencepiece.SentencePieceTrainer.train({opts})\n")
+        train = [self.raw / f"train.{lang}" for lang in (SRC, TGT)]
+        chars = distinct_characters(train)
+        vocab = opts["vocab_size"]
+        rich = chars > RICH_SCRIPT_SHARE * vocab
+        opts = {**opts, "character_coverage": RICH_SCRIPT_COVERAGE if rich else 1.0}
+        log.write(f"# {chars} distinct characters in the training text\n"
+                  f"sentencepiece.SentencePieceTrainer.train({self._portable(opts)})\n")
         log.flush()
-        spm.SentencePieceTrainer.train(**opts, minloglevel=1)
+        try:
+            spm.SentencePieceTrainer.train(**opts, minloglevel=1)
+        except RuntimeError as exc:
+            reason = str(exc).rsplit("] ", 1)[-1].strip()
+            raise SeqKDError(
+                f"sentencepiece cannot build a {vocab}-piece vocabulary from {train[0]} and "
+                f"{train[1].name} ({chars} distinct characters, character coverage "
+                f"{opts['character_coverage']}): {reason}; set a larger --vocab-size"
+            ) from None
         processor = spm.SentencePieceProcessor(model_file=str(self.spm / "spm.model"))
         for split in self._splits():
             for lang in (SRC, TGT):
@@ -531,9 +558,9 @@ class Pipeline:
                 if lines and lines[-1] == "":
                     lines.pop()
                 pieces = processor.encode(lines, out_type=str)
-                write_text_atomic(self.spm / f"{split}.{lang}",
+                atomic_write_text(self.spm / f"{split}.{lang}",
                                   "".join(" ".join(p) + "\n" for p in pieces))
-                log.write(f"encoded {src} -> {self.spm / f'{split}.{lang}'}\n")
+                log.write(self._portable(f"encoded {src} -> {self.spm / f'{split}.{lang}'}\n"))
 
     # ------------------------------------------------------------------ running
 
@@ -548,15 +575,21 @@ class Pipeline:
         for dep in stage.deps:
             path = self._stamp_path(dep)
             deps[dep] = hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None
-        return {"commands": self._portable(stage.commands),
-                "func": self._portable(stage.func_key), "deps": deps}
+        key = {"commands": self._portable(stage.commands),
+               "func": self._portable(stage.func_key), "deps": deps}
+        if stage.inputs:  # content, not names: an edited corpus redoes the stage
+            key["inputs"] = {self._portable(str(p)): file_sha256(p) for p in stage.inputs}
+        return key
 
     def _portable(self, value: Any) -> Any:
-        """``value`` with the output directory written as ``$OUT``, so a moved or copied
-        output directory still counts as done."""
-        out = str(self.out)
+        """``value`` with the machine's paths written as ``$OUT`` (output directory),
+        ``$CORPUS`` (a user's corpus), ``$REPO`` (the plugin's parent directory) and ``$VENV``
+        (the interpreter's prefix): a moved or copied output directory still counts as done,
+        and logs and pages hold no absolute path."""
         if isinstance(value, str):
-            return value.replace(out, "$OUT")
+            for path, name in self._placeholders:
+                value = path.sub(name, value)
+            return value
         if isinstance(value, list):
             return [self._portable(v) for v in value]
         if isinstance(value, dict):
@@ -600,7 +633,7 @@ class Pipeline:
                     shutil.rmtree(path)
                 elif path.exists():
                     path.unlink()
-        write_text_atomic(started, json.dumps(key, indent=1) + "\n")
+        atomic_write_text(started, json.dumps(key, indent=1) + "\n")
         for path in stage.mkdirs:
             path.mkdir(parents=True, exist_ok=True)
         log_path = self.out / "logs" / f"{stage.name}.log"
@@ -625,7 +658,7 @@ class Pipeline:
         stamp = {"stage": stage.name, "key": key, "seconds": round(seconds, 1),
                  "cpu_seconds": round(cpu, 1),
                  "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
-        write_text_atomic(stamp_path, json.dumps(stamp, indent=1) + "\n")
+        atomic_write_text(stamp_path, json.dumps(stamp, indent=1) + "\n")
         started.unlink(missing_ok=True)
         self._say(f"{tag} done in {seconds:.0f}s (CPU {cpu:.0f}s)")
         return StageRun(stage.name, False, seconds, cpu)
@@ -640,7 +673,8 @@ class Pipeline:
                      capture: Path | None, env: dict[str, str]) -> float:
         """Run one command, its output appended to the stage's log (or ``capture``d in a
         file); return its CPU time."""
-        log.write(f"$ {shlex.join(command)}" + (f" > {capture} 2>&1\n" if capture else "\n"))
+        log.write(self._portable(f"$ {shlex.join(command)}"
+                                 + (f" > {capture} 2>&1\n" if capture else "\n")))
         log.flush()
         sink: TextIO = log
         if capture is not None:
@@ -860,7 +894,7 @@ class Pipeline:
         p = self.preset
         corpus = ("built-in synthetic corpus "
                   f"({p.corpus.train:,} training pairs, {p.corpus.registers} registers)"
-                  if self.builtin else f"corpus {self.raw}")
+                  if self.builtin else f"corpus {self.raw.name}")
         table = format_table(rows, beam=p.beam, mixing=self.builtin)
         diagnostics = ""
         if self.builtin and rows[0].multi_bleu_greedy is not None:
@@ -906,13 +940,13 @@ class Pipeline:
             signature=signature, beam=p.beam, mixing=self.builtin, notes=notes,
             findings=self.findings(rows), plot_name=plot_path.name, diagnostics=diagnostics,
         )
-        write_text_atomic(self.out / "results.md", text)
+        atomic_write_text(self.out / "results.md", text)
         payload = {"preset": asdict(p), "signature": signature,
                    "rows": [asdict(r) for r in rows],
                    "stages": [asdict(r) for r in self.runs]}
-        write_text_atomic(self.out / "results.json",
+        atomic_write_text(self.out / "results.json",
                           json.dumps(payload, indent=1, default=str) + "\n")
         return table + f"\nBLEU: sacrebleu {signature}", rows
 
     def _refs(self) -> int:
-        return _count_lines(self.raw / "test.tgt")
+        return count_lines(self.raw / "test.tgt")

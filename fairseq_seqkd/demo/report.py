@@ -1,10 +1,9 @@
-"""The demo's results: read fairseq-generate output, score it, print a table and draw a plot.
+"""The demo's results: score fairseq-generate output, print a table and draw a plot.
 
 Everything here works on files that stock ``fairseq-generate`` wrote, so the numbers in the
-table are exactly what a user re-running the logged commands would get: BLEU is sacrebleu's
-corpus BLEU of the detokenized ``D-`` lines (sorted by sentence id) against the raw references,
-and decoding speed is fairseq's own ``Translated N sentences (M tokens) in Xs`` line, which
-times generation only (not Python start-up or checkpoint loading).
+table are exactly what a user re-running the logged commands would get: the files are read
+and scored by :mod:`fairseq_seqkd.distill.evaluate` (sacrebleu's corpus BLEU of the
+detokenized ``D-`` lines against the raw references; fairseq's own timing line).
 """
 
 from __future__ import annotations
@@ -13,122 +12,20 @@ import logging
 import math
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import SeqKDError
+from ..atomic import atomic_open
 
 __all__ = [
     "COLUMNS",
     "DIAGNOSTIC_COLUMNS",
-    "Decoding",
     "ModelResult",
-    "bleu",
     "format_table",
-    "parse_generate",
     "plot_results",
-    "read_generate",
     "results_markdown",
-    "write_text_atomic",
 ]
-
-_TRANSLATED = re.compile(
-    r"Translated ([\d,]+) sentences \(([\d,]+) tokens\) in ([\d.]+)s "
-    r"\(([\d.]+|inf|nan) sentences/s, ([\d.]+|inf|nan) tokens/s\)"
-)
-_HYPO = re.compile(r"^D-(\d+)\t[^\t]*\t?(.*)$")
-
-
-@dataclass(frozen=True)
-class Decoding:
-    """One fairseq-generate run: detokenized hypotheses by sentence id and its timing."""
-
-    hypotheses: list[str]
-    sentences: int
-    tokens: int
-    seconds: float
-
-    @property
-    def tokens_per_second(self) -> float:
-        return self.tokens / self.seconds if self.seconds > 0 else math.inf
-
-    @property
-    def sentences_per_second(self) -> float:
-        return self.sentences / self.seconds if self.seconds > 0 else math.inf
-
-
-def parse_generate(text: str, source: str = "<generate output>") -> Decoding:
-    """Parse fairseq-generate output (``--results-path`` file or stdout).
-
-    Hypotheses are the ``D-`` lines (detokenized, after ``--remove-bpe``), ordered by id; the
-    ids must be exactly ``0..N-1``, since BLEU against line-aligned references is meaningless
-    otherwise.
-    """
-    hyps: dict[int, str] = {}
-    timing = None
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if line.startswith("D-"):
-            m = _HYPO.match(line)
-            if not m:
-                raise SeqKDError(f"{source}:{lineno}: malformed D- line: {line[:80]!r}")
-            idx = int(m.group(1))
-            if idx in hyps:
-                raise SeqKDError(f"{source}:{lineno}: sentence id {idx} appears twice")
-            hyps[idx] = m.group(2)
-        else:
-            m = _TRANSLATED.search(line)
-            if m:
-                timing = m
-    if timing is None:
-        raise SeqKDError(
-            f"{source}: no 'Translated N sentences (M tokens) in Xs' line; did fairseq-generate "
-            "finish?"
-        )
-    sentences = int(timing.group(1).replace(",", ""))
-    tokens = int(timing.group(2).replace(",", ""))
-    if sorted(hyps) != list(range(len(hyps))) or len(hyps) != sentences:
-        missing = sorted(set(range(sentences)) - set(hyps))[:3]
-        raise SeqKDError(
-            f"{source}: {len(hyps)} D- lines for {sentences} translated sentences "
-            f"(first missing ids: {missing})"
-        )
-    # "in Xs" is rounded to 0.1 s, too coarse for a test set decoded in a second; the rates
-    # carry two decimals, so the time is recovered from them
-    rate = float(timing.group(5)) if tokens else float(timing.group(4))
-    seconds = (tokens if tokens else sentences) / rate if rate > 0 else float(timing.group(3))
-    return Decoding(
-        hypotheses=[hyps[i] for i in range(sentences)],
-        sentences=sentences,
-        tokens=tokens,
-        seconds=seconds,
-    )
-
-
-def read_generate(path: str | os.PathLike) -> Decoding:
-    """:func:`parse_generate` on a file."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise SeqKDError(f"cannot read {path}: {exc.strerror or exc}") from None
-    return parse_generate(text, str(path))
-
-
-def bleu(hypotheses: Sequence[str], *references: Sequence[str]) -> tuple[float, str]:
-    """sacrebleu corpus BLEU with default options against one or more reference streams;
-    returns ``(score, signature)``."""
-    from sacrebleu.metrics import BLEU
-
-    for refs in references:
-        if len(hypotheses) != len(refs):
-            raise SeqKDError(
-                f"{len(hypotheses)} hypotheses for {len(refs)} references; the test set and "
-                "the decoded data-bin differ"
-            )
-    metric = BLEU()
-    score = metric.corpus_score(list(hypotheses), [list(r) for r in references])
-    return score.score, str(metric.get_signature())
 
 
 @dataclass
@@ -245,25 +142,11 @@ def results_markdown(
     return "\n".join(parts)
 
 
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path``, then rename it into place."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def plot_results(rows: Sequence[ModelResult], path: str | os.PathLike, beam: int = 5,
                  title: str = "") -> None:
     """Scatter BLEU against decoded tokens/s (log scale), one point per model and beam.
 
-    Written with matplotlib's Agg backend (no display needed), to a temporary file first.
+    Written with matplotlib's Agg backend (no display needed), through ``atomic_open``.
     """
     # fairseq / hydra leave the root logger at DEBUG; matplotlib would log every font it tries
     logging.getLogger("matplotlib").setLevel(logging.WARNING)
@@ -299,14 +182,8 @@ def plot_results(rows: Sequence[ModelResult], path: str | os.PathLike, beam: int
     ax.legend(loc="lower left", fontsize=8)
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(fd)
     try:
-        fig.savefig(tmp, format="png")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+        with atomic_open(path, "wb") as handle:
+            fig.savefig(handle, format="png")
     finally:
         plt.close(fig)

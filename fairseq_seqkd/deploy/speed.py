@@ -43,7 +43,7 @@ def fairseq_run(command: Sequence[str], env: dict[str, str] | None = None) -> tu
         list[str], int, int, float]:
     """Run a fairseq-generate command; returns (hypotheses in order, sentences, output tokens
     without </s>, generation seconds)."""
-    from ..demo.report import parse_generate
+    from ..distill.evaluate import parse_decoding
 
     proc = subprocess.run(list(command), capture_output=True, text=True,
                           env={**os.environ, **(env or {})})
@@ -51,7 +51,7 @@ def fairseq_run(command: Sequence[str], env: dict[str, str] | None = None) -> tu
         last = (proc.stderr.strip().splitlines() or [""])[-1]
         raise SeqKDError(f"{os.path.basename(command[0])} exited with status "
                          f"{proc.returncode}: {last[:200]}")
-    run = parse_generate(proc.stdout + "\n" + proc.stderr, os.path.basename(command[0]))
+    run = parse_decoding(proc.stdout + "\n" + proc.stderr, os.path.basename(command[0]))
     return run.hypotheses, run.sentences, run.tokens - run.sentences, run.seconds
 
 
@@ -91,7 +91,7 @@ class DeployPlan:
 def measure_deployment(plan: DeployPlan, log: Callable[[str], None] = print) -> list[SpeedRow]:
     """Every row at every batch size, one after another in this process, one thread each."""
     from ..checkpoints import parameter_counts
-    from ..demo.report import bleu
+    from ..distill.evaluate import bleu
     from ..teacher import load_checkpoint_state
 
     env = {"OMP_NUM_THREADS": str(plan.threads), "MKL_NUM_THREADS": str(plan.threads)}

@@ -13,6 +13,10 @@ Format (UTF-8 text, no header), one line per hypothesis::
 Lines are sorted by ``(index, rank)``. :func:`format_nbest_lines` produces the
 exact bytes for one sentence so that every writer emits identical files.
 
+It also holds the one parser of stock ``fairseq-generate`` output
+(:func:`read_generate_output`), which the distillation tools, ``seqkd-evaluate`` and the demo
+share: every malformed ``H-``/``D-``/``T-`` line is a one-line error naming file and line.
+
 This module is pure Python (no fairseq / torch import).
 """
 
@@ -23,32 +27,43 @@ import math
 import os
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Union
 
 from ..atomic import atomic_write_text
+from ..errors import SeqKDError
 
 PathLike = Union[str, "os.PathLike[str]"]
 
 __all__ = [
+    "GenerateOutput",
     "Hypothesis",
     "NbestFormatError",
+    "Timing",
     "check_indices",
     "format_nbest_lines",
+    "parse_generate_output",
     "read_generate_log",
+    "read_generate_output",
     "read_nbest",
     "write_nbest",
 ]
 
 _EXPECTED = "expected 'index<TAB>rank<TAB>score<TAB>tokens'"
 _UINT_RE = re.compile(r"[0-9]+")
-# fairseq-generate lines we care about: H-{id}\t{score}\t{tokens}, D-{id}\t{score}\t{detok}
-_GEN_SCORED_RE = re.compile(r"([HD])-")
+# fairseq-generate lines we read: H-{id}\t{score}\t{tokens}, D-{id}\t{score}\t{detok},
+# T-{id}\t{reference} and the final timing line
+_GEN_KIND_RE = re.compile(r"([HDT])-")
 _GEN_SCORED_LINE_RE = re.compile(r"([HD])-([0-9]+)\t([^\t]*)\t(.*)", re.DOTALL)
+_GEN_TARGET_LINE_RE = re.compile(r"T-([0-9]+)\t(.*)", re.DOTALL)
+_GEN_TRANSLATED_RE = re.compile(
+    r"Translated ([\d,]+) sentences \(([\d,]+) tokens\) in ([\d.]+)s "
+    r"\(([\d.]+|inf|nan) sentences/s, ([\d.]+|inf|nan) tokens/s\)"
+)
 _FORBIDDEN_TOKEN_CHARS = ("\t", "\n", "\r")
 
 
-class NbestFormatError(ValueError):
+class NbestFormatError(SeqKDError):
     """A malformed n-best file or fairseq-generate log (message is a single line)."""
 
 
@@ -222,35 +237,110 @@ def check_indices(
         )
 
 
-def read_generate_log(path: PathLike) -> dict[int, list[Hypothesis]]:
-    """Parse the stdout of plain ``fairseq-generate`` into ``{index: [best, ...]}``.
+@dataclass(frozen=True)
+class Timing:
+    """fairseq-generate's ``Translated N sentences (M tokens) in Xs`` line."""
 
-    Uses the ``H-{index}\\t{score}\\t{tokens}`` lines (subword tokens); several
-    ``H-`` lines of one index (``--nbest``) keep their order of appearance, which is
-    best first in fairseq's output. ``S-``/``T-``/``P-``/``D-`` and any other lines
-    (logging, BLEU summary, ...) are ignored, in any order; a malformed ``H-`` or
-    ``D-`` line raises :class:`NbestFormatError` with its line number.
+    sentences: int
+    tokens: int
+    seconds: float  # generation only (no start-up or checkpoint loading)
+
+
+@dataclass
+class GenerateOutput:
+    """What stock ``fairseq-generate`` printed, by sentence index (ordered by index).
+
+    ``hypotheses``: the ``H-`` lines (subword tokens), best first; ``detokenized``: the ``D-``
+    lines (after ``--remove-bpe``), best first; ``targets``: the ``T-`` lines; ``timing``: the
+    final timing line, ``None`` when fairseq-generate did not get that far.
     """
-    name = os.fspath(path)
-    result: dict[int, list[Hypothesis]] = {}
-    for lineno, line in _iter_lines(name):
-        if not _GEN_SCORED_RE.match(line):
+
+    hypotheses: dict[int, list[Hypothesis]] = field(default_factory=dict)
+    detokenized: dict[int, list[Hypothesis]] = field(default_factory=dict)
+    targets: dict[int, str] = field(default_factory=dict)
+    timing: Timing | None = None
+
+
+def _timing(match: re.Match[str]) -> Timing:
+    sentences = int(match.group(1).replace(",", ""))
+    tokens = int(match.group(2).replace(",", ""))
+    # "in Xs" is rounded to 0.1 s, too coarse for a test set decoded in a second; the rates
+    # carry two decimals, so the time is recovered from them
+    rate = float(match.group(5)) if tokens else float(match.group(4))
+    seconds = (tokens if tokens else sentences) / rate if rate > 0 else float(match.group(3))
+    return Timing(sentences, tokens, seconds)
+
+
+def _parse_generate(lines: Iterable[tuple[int, str]], name: str, nbest: bool) -> GenerateOutput:
+    out = GenerateOutput()
+    for lineno, line in lines:
+        kind = _GEN_KIND_RE.match(line)
+        if kind is None:
+            timing = _GEN_TRANSLATED_RE.search(line)
+            if timing is not None:
+                out.timing = _timing(timing)
+            continue
+        if kind.group(1) == "T":
+            target = _GEN_TARGET_LINE_RE.fullmatch(line)
+            if target is None:
+                raise NbestFormatError(
+                    f"{name}:{lineno}: expected 'T-<index><TAB>text' from fairseq-generate, "
+                    f"got {_shorten(line)}"
+                )
+            out.targets[int(target.group(1))] = target.group(2)
             continue
         match = _GEN_SCORED_LINE_RE.fullmatch(line)
         score = _parse_score(match.group(3)) if match else None
         if match is None or score is None:
-            kind = line[0]
             raise NbestFormatError(
-                f"{name}:{lineno}: expected '{kind}-<index><TAB><score><TAB>text' "
+                f"{name}:{lineno}: expected '{line[0]}-<index><TAB><score><TAB>text' "
                 f"from fairseq-generate, got {_shorten(line)}"
             )
-        if match.group(1) != "H":
-            continue
-        tokens = match.group(4)
-        if "\t" in tokens:
+        text = match.group(4)
+        if match.group(1) == "H" and "\t" in text:
             raise NbestFormatError(
                 f"{name}:{lineno}: expected 'H-<index><TAB><score><TAB>text' "
                 f"from fairseq-generate, got {_shorten(line)} (tab inside tokens)"
             )
-        result.setdefault(int(match.group(2)), []).append(Hypothesis(tokens, score))
-    return {index: result[index] for index in sorted(result)}
+        index = int(match.group(2))
+        found = (out.hypotheses if match.group(1) == "H" else out.detokenized).setdefault(index, [])
+        if found and not nbest:
+            raise NbestFormatError(
+                f"{name}:{lineno}: sentence id {index} appears twice ({match.group(1)}- lines; "
+                "expected one hypothesis per sentence, fairseq-generate --nbest 1)"
+            )
+        found.append(Hypothesis(text, score))
+    out.hypotheses = {i: out.hypotheses[i] for i in sorted(out.hypotheses)}
+    out.detokenized = {i: out.detokenized[i] for i in sorted(out.detokenized)}
+    out.targets = {i: out.targets[i] for i in sorted(out.targets)}
+    return out
+
+
+def read_generate_output(path: PathLike, *, nbest: bool = True) -> GenerateOutput:
+    """Parse the output of stock ``fairseq-generate`` (stdout or ``--results-path`` file).
+
+    ``S-``/``P-`` and any other lines (logging, BLEU summary, ...) are ignored, in any order;
+    several ``H-``/``D-`` lines of one index (``--nbest``) keep their order of appearance,
+    which is best first in fairseq's output. A malformed ``H-``, ``D-`` or ``T-`` line, a
+    non-UTF-8 byte or, unless ``nbest``, a second hypothesis of one sentence raises
+    :class:`NbestFormatError` naming the file and line.
+    """
+    name = os.fspath(path)
+    try:
+        return _parse_generate(_iter_lines(name), name, nbest)
+    except OSError as exc:
+        raise NbestFormatError(f"cannot read {name}: {exc.strerror or exc}") from None
+
+
+def parse_generate_output(text: str, name: str = "<fairseq-generate output>", *,
+                          nbest: bool = True) -> GenerateOutput:
+    """:func:`read_generate_output` on text already in memory; ``name`` is the file named in
+    errors."""
+    lines = (line[:-1] if line.endswith("\r") else line for line in text.split("\n"))
+    return _parse_generate(enumerate(lines, start=1), name, nbest)
+
+
+def read_generate_log(path: PathLike) -> dict[int, list[Hypothesis]]:
+    """The ``H-`` lines (subword tokens) of plain ``fairseq-generate`` output as
+    ``{index: [best, ...]}``; see :func:`read_generate_output`."""
+    return read_generate_output(path).hypotheses

@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -45,7 +46,7 @@ def first_run(tmp_path_factory):
            + os.environ.get("PATH", "")}
     proc = subprocess.run([str(REPO / "examples" / "multi30k" / "run.sh"), str(corpus),
                            "--preset", "ci", "--jobs", "2"], capture_output=True, text=True,
-                          env=env, timeout=900)
+                          env=env, timeout=1800)  # a loaded 2-core machine: ~16 min
     assert proc.returncode == 0, proc.stderr[-3000:]
     return root, proc
 
@@ -154,6 +155,30 @@ def test_results_page_has_every_table(first_run):
     assert set(payload["scores"]) == {m.key for m in Benchmark(
         root / "out", PRESET, corpus=root / "corpus").models}
     assert rows[4][2] in proc.stdout  # the terminal shows Table 1
+
+
+@slow
+def test_page_and_logs_hold_no_path_of_the_machine(first_run):
+    root, _ = first_run
+    doc, out = root / "doc", root / "out"
+    machine = (str(root), str(REPO), sys.prefix)  # output, corpus and doc; plugin; venv
+    written = [doc / "bench.md", *sorted((doc / "bench-logs").iterdir()),
+               *sorted((out / "logs").iterdir())]
+    assert len(written) > 60
+    for path in written:
+        text = path.read_text(encoding="utf-8")
+        if path.parent == out / "logs":  # fairseq's own output there is the machine's
+            text = "\n".join(line for line in text.splitlines() if line.startswith("$ "))
+        found = [place for place in machine if place in text]
+        assert not found, f"{path}: {found}"
+    page = (doc / "bench.md").read_text(encoding="utf-8")
+    assert "- Corpus `corpus` (`$CORPUS` below): 200 training pairs" in page
+    assert '"input": "$CORPUS/train.src,$CORPUS/train.tgt"' in page
+    logs = doc / "bench-logs"
+    assert (logs / "baseline.log").read_text().startswith(
+        "$ $VENV/bin/fairseq-train $OUT/data-bin --user-dir $REPO/fairseq_seqkd ")
+    assert "encoded $CORPUS/train.src -> $OUT/spm/train.src" in (
+        logs / "sentencepiece.log").read_text()
 
 
 @slow

@@ -1,7 +1,9 @@
 """seqkd-demo end to end at the ``ci`` preset, its skip/redo logic, and the report helpers."""
 
+import io
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -13,15 +15,16 @@ from pathlib import Path
 import pytest
 
 from fairseq_seqkd.demo.corpus import CorpusSpec, register_of, write_corpus
-from fairseq_seqkd.demo.pipeline import DEPLOYED, MODELS, Pipeline, all_register_references
-from fairseq_seqkd.demo.presets import PRESETS
-from fairseq_seqkd.demo.report import (
-    ModelResult,
-    bleu,
-    format_table,
-    parse_generate,
-    plot_results,
+from fairseq_seqkd.demo.pipeline import (
+    DEPLOYED,
+    MODELS,
+    Pipeline,
+    StageRun,
+    all_register_references,
 )
+from fairseq_seqkd.demo.presets import PRESETS
+from fairseq_seqkd.demo.report import ModelResult, format_table, plot_results
+from fairseq_seqkd.distill.evaluate import bleu, parse_decoding
 from fairseq_seqkd.errors import SeqKDError
 
 from ..conftest import cli, run_cli
@@ -237,6 +240,103 @@ def test_dry_run_with_a_user_corpus_has_no_corpus_stage(tmp_path):
     assert "--encoder-embed-dim 256" in proc.stdout  # the small teacher
 
 
+# ------------------------------------------------------------------ the sentencepiece stage
+
+
+def user_corpus(directory: Path, train: list[tuple[str, str]]) -> Path:
+    """A user's raw corpus: ``train`` as the training pairs, its first 5 as valid and test."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for split in ("train", "valid", "test"):
+        pairs = train if split == "train" else train[:5]
+        for side, column in (("src", 0), ("tgt", 1)):
+            (directory / f"{split}.{side}").write_text(
+                "".join(pair[column] + "\n" for pair in pairs), encoding="utf-8")
+    return directory
+
+
+def run_sentencepiece(out: Path, corpus: Path, vocab_size: int) -> StageRun:
+    """The demo's sentencepiece stage alone, as ``seqkd-demo --corpus --vocab-size`` runs it."""
+    pipeline = Pipeline(out, replace(PRESETS["ci"], vocab_size=vocab_size), corpus=corpus,
+                        stream=io.StringIO())
+    stage = next(s for s in pipeline.stages() if s.name == "sentencepiece")
+    return pipeline.run_stage(stage, 1, 1)
+
+
+def latin_pairs() -> list[tuple[str, str]]:
+    return [(f"a{i % 7} b{i % 5} c", f"x{i % 3} y{i % 11}") for i in range(60)]
+
+
+def cjk_pairs() -> list[tuple[str, str]]:
+    """Chinese-like text: 380 frequent characters and 40 that occur once a side (0.04 % of the
+    characters), 420 in all."""
+    rng = random.Random(0)
+    common = [chr(0x4E00 + i) for i in range(380)]
+    lines = ["".join(rng.choice(common) for _ in range(20)) for _ in range(5000)]
+    for i in range(40):
+        lines[i] = lines[i][:10] + chr(0x5000 + i) + lines[i][10:]
+    return [(line, line[::-1]) for line in lines]
+
+
+def test_an_edited_corpus_redoes_the_sentencepiece_stage(tmp_path):
+    corpus = user_corpus(tmp_path / "raw", latin_pairs())
+    out = tmp_path / "out"
+    assert not run_sentencepiece(out, corpus, 60).skipped
+    assert run_sentencepiece(out, corpus, 60).skipped
+    # the same file names, other text: everything after the corpus is stale
+    (corpus / "test.src").write_text("a1 q q q\n" * 5, encoding="utf-8")
+    assert not run_sentencepiece(out, corpus, 60).skipped
+    assert "q" in (out / "spm" / "test.src").read_text(encoding="utf-8")
+    # the same text in another directory is the same corpus
+    shutil.copytree(corpus, tmp_path / "moved")
+    assert run_sentencepiece(out, tmp_path / "moved", 60).skipped
+    log = (out / "logs" / "sentencepiece.log").read_text(encoding="utf-8")
+    assert "'input': '$CORPUS/train.src,$CORPUS/train.tgt'" in log
+    assert "encoded $CORPUS/test.src -> $OUT/spm/test.src" in log
+    assert str(tmp_path) not in log
+
+
+def test_a_rich_character_set_gets_a_coverage_that_fits_the_vocabulary(tmp_path):
+    corpus = user_corpus(tmp_path / "raw", cjk_pairs())
+    # at character coverage 1.0, 420 characters do not fit in 400 pieces
+    assert not run_sentencepiece(tmp_path / "out", corpus, 400).skipped
+    log = (tmp_path / "out" / "logs" / "sentencepiece.log").read_text(encoding="utf-8")
+    assert "# 420 distinct characters" in log and "'character_coverage': 0.9995" in log
+    encoded = (tmp_path / "out" / "spm" / "train.src").read_text(encoding="utf-8")
+    assert len(encoded.splitlines()) == 5000
+    # a Latin corpus keeps every character
+    run_sentencepiece(tmp_path / "latin", user_corpus(tmp_path / "raw2", latin_pairs()), 60)
+    log = (tmp_path / "latin" / "logs" / "sentencepiece.log").read_text(encoding="utf-8")
+    assert "'character_coverage': 1.0" in log
+
+
+def test_a_vocabulary_too_small_for_the_characters_is_one_line_naming_the_option(tmp_path):
+    corpus = user_corpus(tmp_path / "raw", cjk_pairs())
+    with pytest.raises(SeqKDError) as caught:
+        run_sentencepiece(tmp_path / "out", corpus, 100)
+    message = str(caught.value)
+    assert "\n" not in message and message.endswith("set a larger --vocab-size")
+    assert message.startswith(f"sentencepiece cannot build a 100-piece vocabulary from "
+                              f"{corpus / 'train.src'} and train.tgt (420 distinct characters")
+
+
+@slow
+def test_vocab_size_option_reaches_sentencepiece(tmp_path):
+    corpus = user_corpus(tmp_path / "raw", cjk_pairs())
+    proc = run_cli("seqkd-demo", "--corpus", corpus, "--out", tmp_path / "o", "--preset", "ci",
+                   "--vocab-size", "100", check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("seqkd-demo: error: sentencepiece cannot build a 100-piece")
+    assert last.endswith("set a larger --vocab-size")
+    proc = run_cli("seqkd-demo", "--corpus", corpus, "--vocab-size", "4", "--dry-run",
+                   check=False)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "seqkd-demo: error: --vocab-size must be >= 8, got 4")
+    proc = run_cli("seqkd-benchmark", "--corpus", corpus, "--vocab-size", "3000", "--dry-run")
+    assert "joint BPE model, 3000 pieces" in proc.stdout
+
+
 # ------------------------------------------------------------------ report helpers (no CLI)
 
 GENERATE_LOG = """\
@@ -253,12 +353,12 @@ Generate test with beam=1: BLEU4 = 1.00
 
 
 def test_parse_generate_orders_by_id_and_reads_fairseqs_timing():
-    d = parse_generate(GENERATE_LOG)
+    d = parse_decoding(GENERATE_LOG)
     assert d.hypotheses == ["the dog", "the cat", ""]
     assert (d.sentences, d.tokens) == (3, 7)
     assert d.seconds == pytest.approx(0.5) and d.tokens_per_second == pytest.approx(14.0)
     # the time comes from the rates, which have more digits than "in 0.9s"
-    fast = parse_generate(GENERATE_LOG.replace("in 0.5s (6.00 sentences/s, 14.00 tokens/s)",
+    fast = parse_decoding(GENERATE_LOG.replace("in 0.5s (6.00 sentences/s, 14.00 tokens/s)",
                                                "in 0.9s (3.21 sentences/s, 7.49 tokens/s)"))
     assert fast.seconds == pytest.approx(7 / 7.49) and fast.tokens_per_second == \
         pytest.approx(7.49)
@@ -266,11 +366,11 @@ def test_parse_generate_orders_by_id_and_reads_fairseqs_timing():
 
 def test_parse_generate_rejects_incomplete_output():
     with pytest.raises(SeqKDError, match="no 'Translated N sentences"):
-        parse_generate("D-0\t-1\tx\n", "gen.txt")
+        parse_decoding("D-0\t-1\tx\n", "gen.txt")
     with pytest.raises(SeqKDError, match=r"gen.txt: 2 D- lines for 3 .*missing ids: \[2\]"):
-        parse_generate(GENERATE_LOG.replace("D-2\t-0.3\t\n", ""), "gen.txt")
+        parse_decoding(GENERATE_LOG.replace("D-2\t-0.3\t\n", ""), "gen.txt")
     with pytest.raises(SeqKDError, match=r"gen.txt:7: sentence id 1 appears twice"):
-        parse_generate(GENERATE_LOG.replace("D-2\t-0.3\t\n", "D-2\t-0.3\t\nD-1\t0\tx\n"),
+        parse_decoding(GENERATE_LOG.replace("D-2\t-0.3\t\n", "D-2\t-0.3\t\nD-1\t0\tx\n"),
                        "gen.txt")
 
 

@@ -10,12 +10,16 @@ import pytest
 from fairseq_seqkd.distill.nbest import (
     Hypothesis,
     NbestFormatError,
+    Timing,
     check_indices,
     format_nbest_lines,
+    parse_generate_output,
     read_generate_log,
+    read_generate_output,
     read_nbest,
     write_nbest,
 )
+from fairseq_seqkd.errors import SeqKDError
 
 H = Hypothesis
 
@@ -216,3 +220,38 @@ def test_read_generate_log_non_utf8(tmp_path):
     path.write_bytes(b"H-0\t-1\tok\nH-1\t-1\t\xc3\x28\n")
     with pytest.raises(NbestFormatError, match=r"gen\.log:2: invalid UTF-8"):
         read_generate_log(path)
+
+
+def test_read_generate_output_keeps_detokenized_targets_and_timing(tmp_path):
+    path = tmp_path / "gen.log"
+    path.write_text(
+        "S-1\tb\nT-1\tthe cat\nH-1\t-0.5\t▁the ▁cat\nD-1\t-0.5\tthe cat\n"
+        "T-0\tthe\tdog\nH-0\t-0.25\t▁dog\nD-0\t-0.25\tdog\nD-0\t-0.75\tdogs\n"
+        "2024-01-01 | INFO | fairseq_cli.generate | Translated 2 sentences (5 tokens) in 0.1s "
+        "(20.00 sentences/s, 50.00 tokens/s)\n", encoding="utf-8")
+    out = read_generate_output(path)
+    assert out.hypotheses == {0: [H("▁dog", -0.25)], 1: [H("▁the ▁cat", -0.5)]}
+    assert out.detokenized == {0: [H("dog", -0.25), H("dogs", -0.75)], 1: [H("the cat", -0.5)]}
+    assert out.targets == {0: "the\tdog", 1: "the cat"}  # a reference may hold a tab
+    # the time comes from the rates, which have more digits than "in 0.1s"
+    assert out.timing == Timing(sentences=2, tokens=5, seconds=0.1)
+    assert read_generate_output(tmp_path / "gen.log").timing.seconds == pytest.approx(5 / 50)
+    with pytest.raises(NbestFormatError, match=r"gen\.log:8: sentence id 0 appears twice"):
+        read_generate_output(path, nbest=False)
+    assert parse_generate_output(path.read_text(encoding="utf-8")) == out
+    assert parse_generate_output("H-0\t-1\tok\n").timing is None
+
+
+@pytest.mark.parametrize("bad", ["T-3 the reference", "T-x\tref", "D-3\t-0.5", "D-3\tnan\tx"])
+def test_read_generate_output_rejects_a_malformed_line(tmp_path, bad):
+    path = tmp_path / "gen.log"
+    path.write_text(f"S-3\tsrc\nD-2\t-1\tok\n{bad}\n", encoding="utf-8")
+    with pytest.raises(NbestFormatError, match=rf"gen\.log:3: expected '{bad[0]}-<index>"):
+        read_generate_output(path)
+    with pytest.raises(SeqKDError, match=r"<fairseq-generate output>:3: "):
+        parse_generate_output(path.read_text(encoding="utf-8"))
+
+
+def test_read_generate_output_of_a_missing_file_is_one_line(tmp_path):
+    with pytest.raises(NbestFormatError, match=r"^cannot read .*missing\.log: No such file"):
+        read_generate_output(tmp_path / "missing.log")
