@@ -39,7 +39,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from fairseq_seqkd.cli.entry import USER_ERRORS, OneLineParser, run_main
+from fairseq_seqkd.cli.entry import OneLineParser, run_main
 from fairseq_seqkd.errors import SeqKDError
 
 PROG = "seqkd-build"
@@ -549,7 +549,7 @@ def _summary_text(summary: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``seqkd-build``; returns the exit status."""
-    return run_main(PROG, _run, argv, (*USER_ERRORS, ValueError, OSError))
+    return run_main(PROG, _run, argv)
 
 
 if __name__ == "__main__":

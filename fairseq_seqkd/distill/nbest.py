@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Union
 
 from ..atomic import atomic_write_text
+from ..errors import SeqKDError
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -48,7 +49,7 @@ _GEN_SCORED_LINE_RE = re.compile(r"([HD])-([0-9]+)\t([^\t]*)\t(.*)", re.DOTALL)
 _FORBIDDEN_TOKEN_CHARS = ("\t", "\n", "\r")
 
 
-class NbestFormatError(ValueError):
+class NbestFormatError(SeqKDError):
     """A malformed n-best file or fairseq-generate log (message is a single line)."""
 
 
