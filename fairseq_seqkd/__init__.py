@@ -7,10 +7,12 @@ script (``fairseq-train --user-dir fairseq_seqkd``) it also makes the plugin's o
 one line instead of a traceback; imported anywhere else it leaves ``sys.excepthook`` alone.
 """
 
+from . import clean_exit
 from .errors import install_error_hook_in_fairseq_cli
 from .safe_load import allow_fairseq_checkpoint_globals
 
 allow_fairseq_checkpoint_globals()
 install_error_hook_in_fairseq_cli()
+clean_exit.register()  # fairseq's prefetch threads would abort the exit (status 134)
 
 from . import criterions, tasks  # noqa: E402,F401  (registers word_kd, translation_kd, ...)
