@@ -136,10 +136,25 @@ class TranslationKDTask(TranslationTask):
             # checks --prune-params against the model after --restore-file, before an update
             self.pruning.attach(model)
 
-    def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
+    @property
+    def uses_ema(self) -> bool:
+        """With pruning, fairseq hands ``train_step`` its ``--store-ema`` model, to refuse it."""
+        return self.pruning is not None
+
+    def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False,
+                   ema_model=None):
         if self.pruning is not None:
+            if ema_model is not None:
+                raise SeqKDError(
+                    "--store-ema cannot be combined with --prune-ratio: fairseq's EMA copy of "
+                    "the weights would not be pruned (its pruned weights only decay); train "
+                    "without --store-ema"
+                )
             self.pruning.before_train_step(model, update_num, optimizer)
         return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
+
+    def valid_step(self, sample, model, criterion, ema_model=None):
+        return super().valid_step(sample, model, criterion)
 
     def optimizer_step(self, optimizer, model, update_num):
         super().optimizer_step(optimizer, model, update_num)
