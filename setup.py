@@ -28,6 +28,9 @@ setup(
         "sentencepiece",
         "tqdm",
         "numpy",
+        # fairseq's import logs "Please install tensorboardX" without it; it also backs
+        # fairseq-train --tensorboard-logdir
+        "tensorboardX",
     ],
     extras_require={
         "test": ["pytest", "hypothesis", "ruff"],

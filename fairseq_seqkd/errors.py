@@ -1,5 +1,6 @@
-"""One-line user errors for bad input, without a Python traceback."""
+"""One-line user errors for bad input; every other exception keeps its traceback."""
 
+import os
 import sys
 from types import TracebackType
 
@@ -8,11 +9,38 @@ class SeqKDError(ValueError):
     """Bad input from the user: a missing file, an invalid option, mismatched data."""
 
 
+def user_error_message(exc: BaseException) -> str | None:
+    """The one line to show for a user error, or None for an internal error.
+
+    User errors are :class:`SeqKDError` (and subclasses) and a missing file that the error
+    names; any other exception, a ``ValueError`` or ``OSError`` included, is a bug or an
+    environment problem whose traceback must reach the user.
+    """
+    if isinstance(exc, SeqKDError):
+        return " ".join(str(exc).split())
+    if isinstance(exc, FileNotFoundError) and exc.filename:
+        return f"{exc.strerror or 'No such file or directory'}: {exc.filename}"
+    return None
+
+
+def is_fairseq_console_script(argv0: str) -> bool:
+    """Whether ``argv0`` (``sys.argv[0]``) is one of fairseq's command-line tools.
+
+    ``fairseq-train`` and its siblings are console scripts named ``fairseq-*``;
+    ``python -m fairseq_cli.train`` runs a module file inside the ``fairseq_cli`` package.
+    """
+    path = os.path.abspath(argv0) if argv0 else ""
+    return os.path.basename(path).startswith("fairseq-") or (
+        os.path.basename(os.path.dirname(path)) == "fairseq_cli"
+    )
+
+
 def install_error_hook() -> None:
     """Print a :class:`SeqKDError` that escapes a CLI as one line, not a traceback.
 
     fairseq's CLIs do not catch exceptions; a user who passed a wrong ``--teacher-path``
-    should read one line naming it, not forty lines of trainer internals.
+    should read one line naming it, not forty lines of trainer internals. Any other
+    exception goes to the previous hook with its traceback.
     """
     previous = sys.excepthook
     if getattr(previous, "_seqkd_hook", False):
@@ -22,9 +50,22 @@ def install_error_hook() -> None:
         exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None
     ) -> None:
         if isinstance(exc, SeqKDError):
-            print(f"fairseq-seqkd: error: {exc}", file=sys.stderr)
+            print(f"fairseq-seqkd: error: {user_error_message(exc)}", file=sys.stderr)
         else:
             previous(exc_type, exc, tb)
 
     hook._seqkd_hook = True  # type: ignore[attr-defined]
     sys.excepthook = hook
+
+
+def install_error_hook_in_fairseq_cli() -> bool:
+    """Install the hook only inside a fairseq console script (``--user-dir`` import).
+
+    fairseq's CLIs would print the plugin's option errors as tracebacks; a Python program
+    or test that imports the plugin keeps its own ``sys.excepthook``. Returns whether the
+    hook was installed.
+    """
+    if not is_fairseq_console_script(sys.argv[0] if sys.argv else ""):
+        return False
+    install_error_hook()
+    return True

@@ -26,7 +26,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from fairseq_seqkd.cli.entry import USER_ERRORS, OneLineParser, run_main
+from fairseq_seqkd.cli.entry import OneLineParser, run_main
 from fairseq_seqkd.cli.select import add_score_filter_options
 from fairseq_seqkd.distill.build import (
     BPE_SCHEMES,
@@ -94,7 +94,7 @@ def _run(argv: Sequence[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``seqkd-build``; returns the exit status."""
-    return run_main(PROG, _run, argv, (*USER_ERRORS, ValueError, OSError))
+    return run_main(PROG, _run, argv)
 
 
 if __name__ == "__main__":

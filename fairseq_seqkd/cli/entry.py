@@ -7,10 +7,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ..distill.nbest import NbestFormatError
-from ..errors import SeqKDError
-
-USER_ERRORS: tuple[type[Exception], ...] = (SeqKDError, NbestFormatError)
+from ..errors import SeqKDError, user_error_message
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -24,9 +21,11 @@ def run_main(
     prog: str,
     run: Callable[[list[str]], int],
     argv: Sequence[str] | None,
-    user_errors: tuple[type[Exception], ...] = USER_ERRORS,
 ) -> int:
     """Run ``run(argv)``: bad input is one line on stderr and exit 1, never a traceback.
+
+    Bad input is a :class:`SeqKDError` or a missing file the error names; anything else (an
+    internal ``ValueError`` or ``OSError`` too) propagates with its traceback.
 
     ``argv`` None means a console script: fairseq's imports leave the root logger at DEBUG, so
     logging is set up the way fairseq's own CLIs do.
@@ -44,12 +43,15 @@ def run_main(
         return run(list(argv))
     except SystemExit as exc:  # --help, or an argparse error it already printed
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    except user_errors as exc:
-        print(f"{prog}: error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         print(f"\n{prog}: interrupted; run it again to resume", file=sys.stderr)
         return 130
+    except Exception as exc:
+        message = user_error_message(exc)
+        if message is None:
+            raise
+        print(f"{prog}: error: {message}", file=sys.stderr)
+        return 1
 
 
 def is_merge(argv: Sequence[str]) -> bool:

@@ -176,6 +176,10 @@ def _run(argv: Sequence[str] | None) -> int:
         raise SeqKDError("--fallback gold needs --reference (or use --fallback drop)")
     if args.max_len_ratio is not None and not args.source:
         raise SeqKDError("--max-len-ratio needs --source")
+    if args.max_len_ratio is not None and not args.max_len_ratio >= 1:
+        raise SeqKDError(f"--max-len-ratio must be >= 1, got {args.max_len_ratio}")
+    if args.remove_bpe == "":
+        raise SeqKDError("--remove-bpe: the BPE marker must not be empty")
     check_score_filters(args.filter_worst, args.min_score)
 
     nbest_path = args.nbest if args.nbest is not None else args.generate_log
@@ -244,7 +248,7 @@ def _run(argv: Sequence[str] | None) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``seqkd-select``; returns the exit status."""
-    return run_main(PROG, _run, argv, (SeqKDError, NbestFormatError, ValueError))
+    return run_main(PROG, _run, argv)
 
 
 if __name__ == "__main__":

@@ -215,10 +215,9 @@ class WordKDCriterion(LabelSmoothedCrossEntropyCriterion):
             # softmax(z / T) restricted to the top k and renormalised, from the T = 1 log-probs
             lprobs = torch.log_softmax(lprobs.float() / self.temperature, dim=-1)
             return lprobs.reshape(-1, self.topk), ids.reshape(-1, self.topk)
-        if self.cached:
-            if model.training:
-                raise SeqKDError("--teacher-cache: a training batch without cached teacher entries")
-            return None  # a validation split without a cache: gold loss only
+        if self.cached:  # never score a split on gold alone (translation_kd refuses such splits)
+            kind = "training" if model.training else "validation"
+            raise SeqKDError(f"--teacher-cache: a {kind} batch without cached teacher entries")
         if self.teacher is None:
             return None
         self.teacher.follow(model)

@@ -160,11 +160,11 @@ class Benchmark(Pipeline):
 
     # ------------------------------------------------------------------ commands
 
-    def _cache(self, data: Path, cache: Path) -> list[str]:
+    def _cache(self, data: Path, cache: Path, split: str) -> list[str]:
         p = self.preset
         return [
             console_script("seqkd-cache-teacher"), str(data), "--user-dir", self.plugin,
-            "--path", str(self.out / MODELS[0].checkpoint), "--gen-subset", "train",
+            "--path", str(self.out / MODELS[0].checkpoint), "--gen-subset", split,
             "--kd-topk", str(p.kd_topk), "--max-tokens", str(p.cache_max_tokens),
             "--cpu", "--num-workers", "0", "--no-progress-bar", "--output", str(cache),
         ]  # fmt: skip
@@ -208,7 +208,9 @@ class Benchmark(Pipeline):
         def cache_stage(name: str, data: Path, deps: list[str]) -> Stage:
             cache = caches[name]
             return Stage(f"cache-{name}", f"teacher top-{p.kd_topk} cache on the {name} targets",
-                         [self._cache(data, cache)], [cache / "train.cache.json"],
+                         # word_kd refuses to validate on a split without a cache
+                         [self._cache(data, cache, split) for split in ("train", "valid")],
+                         [cache / "train.cache.json", cache / "valid.cache.json"],
                          deps=[*deps, "teacher"], clean=[cache])
 
         ls = self._ls()

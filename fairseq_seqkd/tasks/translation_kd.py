@@ -35,8 +35,9 @@ class TranslationKDConfig(TranslationConfig):
         metadata={
             "help": "directory written by seqkd-cache-teacher: the teacher's top-k per target "
             "token, delivered in each batch as sample['teacher_topk'] for --criterion word_kd "
-            "(which then loads no teacher; --kd-topk must equal the cache's k). The training "
-            "split must have a cache; other splits use theirs when present. Checked against "
+            "(which then loads no teacher; --kd-topk must equal the cache's k). Every split "
+            "loaded (train and valid) must have a cache: a validation split scored on gold "
+            "alone would choose checkpoint_best on another loss. Checked against "
             "the data at load time (size, dictionary, per-sentence target checksum)"
         },
     )
@@ -78,6 +79,16 @@ class TranslationKDConfig(TranslationConfig):
     )
 
 
+def uncached_split_message(cache_dir: str, split: str) -> str:
+    """Why a split without a teacher cache is refused rather than scored on gold alone."""
+    return (
+        f"--teacher-cache {cache_dir} has no cache for the {split} split: its loss would be "
+        f"the gold loss alone, not the training loss, and checkpoint_best would be chosen on "
+        f"it; run seqkd-cache-teacher DATA --path TEACHER --gen-subset {split} --kd-topk K "
+        f"--output {cache_dir}, or pass --disable-validation"
+    )
+
+
 @register_task("translation_kd", dataclass=TranslationKDConfig)
 class TranslationKDTask(TranslationTask):
     cfg: TranslationKDConfig
@@ -112,11 +123,12 @@ class TranslationKDTask(TranslationTask):
         directory = self.cfg.teacher_cache
         if not os.path.isdir(directory):
             raise SeqKDError(f"--teacher-cache {directory} is not a directory")
-        if os.path.exists(meta_path(directory, split)) or split == self.cfg.train_subset:
-            k = read_meta(directory, self.cfg.train_subset).k  # every split: the train cache's k
-            self.datasets[split] = attach_teacher_cache(
-                self.datasets[split], directory, split, len(self.tgt_dict), k=k
-            )
+        if split != self.cfg.train_subset and not os.path.exists(meta_path(directory, split)):
+            raise SeqKDError(uncached_split_message(directory, split))
+        k = read_meta(directory, self.cfg.train_subset).k  # every split: the train cache's k
+        self.datasets[split] = attach_teacher_cache(
+            self.datasets[split], directory, split, len(self.tgt_dict), k=k
+        )
 
     def begin_epoch(self, epoch, model):
         super().begin_epoch(epoch, model)
@@ -124,10 +136,25 @@ class TranslationKDTask(TranslationTask):
             # checks --prune-params against the model after --restore-file, before an update
             self.pruning.attach(model)
 
-    def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
+    @property
+    def uses_ema(self) -> bool:
+        """With pruning, fairseq hands ``train_step`` its ``--store-ema`` model, to refuse it."""
+        return self.pruning is not None
+
+    def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False,
+                   ema_model=None):
         if self.pruning is not None:
+            if ema_model is not None:
+                raise SeqKDError(
+                    "--store-ema cannot be combined with --prune-ratio: fairseq's EMA copy of "
+                    "the weights would not be pruned (its pruned weights only decay); train "
+                    "without --store-ema"
+                )
             self.pruning.before_train_step(model, update_num, optimizer)
         return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
+
+    def valid_step(self, sample, model, criterion, ema_model=None):
+        return super().valid_step(sample, model, criterion)
 
     def optimizer_step(self, optimizer, model, update_num):
         super().optimizer_step(optimizer, model, update_num)

@@ -142,6 +142,21 @@ def test_cli_unmatched_regex_stops_before_the_first_update(toy_bin, tmp_path):
     assert not list((tmp_path / "save").glob("*.pt"))  # not even fairseq's crash.pt
 
 
+@slow
+def test_cli_store_ema_is_refused_before_the_first_update(toy_bin, tmp_path):
+    """fairseq's EMA weights are not masked: the combination is refused in one line."""
+    proc = train(toy_bin, tmp_path / "save", *KD, "--prune-ratio", "0.5", "--store-ema",
+                 check=False, epochs=1, dim=16)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "fairseq-seqkd: error: --store-ema cannot be combined with --prune-ratio: fairseq's "
+        "EMA copy of the weights would not be pruned (its pruned weights only decay); train "
+        "without --store-ema"
+    )
+    assert "num_updates" not in proc.stdout + proc.stderr
+    assert not list((tmp_path / "save").glob("checkpoint*.pt"))
+
+
 # --------------------------------------------------------------------------- tied weights
 
 

@@ -113,12 +113,43 @@ def test_teacher_is_frozen_and_outside_the_student(toy_bin, teacher_ckpt):
     assert next(teacher.parameters()).dtype == torch.bfloat16
 
 
-def test_ensemble_averages_member_probabilities(toy_bin, teacher_ckpt):
+@pytest.fixture(scope="module")
+def second_teacher(toy_bin, tmp_path_factory) -> Path:
+    """Another teacher of the toy data (same dictionary): other size, seed and training."""
+    save = tmp_path_factory.mktemp("teacher2")
+    train(toy_bin, save, "--criterion", "label_smoothed_cross_entropy", "--label-smoothing",
+          "0.1", "--no-epoch-checkpoints", "--seed", "2", epochs=3, dim=24)
+    return save / "checkpoint_last.pt"
+
+
+def test_ensemble_averages_member_probabilities(toy_bin, teacher_ckpt, second_teacher):
+    """Two different teachers: the KD target is the mean of their probabilities (float64)."""
     task, model, sample = setup(toy_bin)
-    single = word_kd(task, teacher_ckpt, kd_alpha=1.0)
-    double = word_kd(task, f"{teacher_ckpt}:{teacher_ckpt}", kd_alpha=1.0)
-    assert len(double.teacher.models) == 2
-    torch.testing.assert_close(double(model, sample)[0], single(model, sample)[0])
+    model.eval()
+    t = 2.0
+    ensemble = word_kd(task, f"{teacher_ckpt}:{second_teacher}", kd_alpha=1.0,
+                       kd_temperature=t)
+    assert len(ensemble.teacher.models) == 2
+    loss = ensemble(model, sample)[0]
+    members = []
+    for path in (teacher_ckpt, second_teacher):
+        [teacher], _ = checkpoint_utils.load_model_ensemble([str(path)], task=task)
+        teacher.eval()
+        with torch.no_grad():
+            members.append(tempered_log_probs(teacher(**sample["net_input"])[0].double(), t))
+    with torch.no_grad():
+        student = tempered_log_probs(model(**sample["net_input"])[0].double(), t)
+    pad = sample["target"].eq(task.target_dictionary.pad())
+
+    def kd_to(target_lprobs):
+        return divergence_full(student, target_lprobs, "kl").masked_fill(pad, 0).sum() * t * t
+
+    mean_probs = torch.logsumexp(torch.stack(members), 0) - math.log(2)
+    expected = kd_to(mean_probs)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    # the reference tells the rules apart: neither member alone, nor the mean of log-probs
+    for wrong in (*members, torch.log_softmax(torch.stack(members).mean(0), -1)):
+        assert abs(kd_to(wrong).item() - expected.item()) > 1e-3 * expected.item()
 
 
 def test_option_errors(toy_bin, teacher_ckpt, tmp_path):
@@ -140,6 +171,46 @@ def test_option_errors(toy_bin, teacher_ckpt, tmp_path):
     junk.write_bytes(b"this is not a checkpoint")
     with pytest.raises(SeqKDError, match=r"junk.pt is not a fairseq checkpoint"):
         word_kd(task, junk)
+
+
+@pytest.fixture(scope="module")
+def train_only_cache(toy_bin, teacher_ckpt, tmp_path_factory) -> Path:
+    """A teacher cache of the train split only: the valid split has none."""
+    cache = tmp_path_factory.mktemp("cache")
+    run_cli("seqkd-cache-teacher", toy_bin, "--user-dir", PLUGIN, "--path", teacher_ckpt,
+            "--gen-subset", "train", "--cpu", "--max-tokens", "1000", "--kd-topk", "8",
+            "--no-progress-bar", "--output", cache)
+    return cache
+
+
+def test_teacher_cache_without_a_valid_cache_is_refused(toy_bin, train_only_cache, tmp_path):
+    """Validation would be the gold loss alone, and checkpoint_best chosen on it."""
+    proc = train(toy_bin, tmp_path / "save", "--task", "translation_kd", "--teacher-cache",
+                 train_only_cache, "--criterion", "word_kd", "--kd-topk", "8",
+                 "--label-smoothing", "0.1", check=False, epochs=1, dim=16)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last == (
+        f"fairseq-seqkd: error: --teacher-cache {train_only_cache} has no cache for the valid "
+        f"split: its loss would be the gold loss alone, not the training loss, and "
+        f"checkpoint_best would be chosen on it; run seqkd-cache-teacher DATA --path TEACHER "
+        f"--gen-subset valid --kd-topk K --output {train_only_cache}, or pass "
+        f"--disable-validation"
+    )
+    assert not (tmp_path / "save" / "checkpoint_last.pt").exists()
+    # the same through the API; and a batch without cached entries is never scored on gold
+    _, model, plain_sample = setup(toy_bin)
+    cfg = convert_namespace_to_omegaconf(options.parse_args_and_arch(
+        options.get_training_parser(),
+        [str(toy_bin), "--user-dir", PLUGIN, "--task", "translation_kd", "--teacher-cache",
+         str(train_only_cache), *map(str, model_args(16)), *map(str, TRAIN_ARGS)]))
+    task = tasks.setup_task(cfg.task)
+    with pytest.raises(SeqKDError, match="has no cache for the valid split"):
+        task.load_dataset("valid")
+    crit = WordKDCriterion(task, sentence_avg=False, label_smoothing=0.1, kd_topk=8)
+    model.eval()
+    with pytest.raises(SeqKDError, match="a validation batch without cached teacher entries"):
+        crit(model, plain_sample)
 
 
 @pytest.fixture(scope="module")
