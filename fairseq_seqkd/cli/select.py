@@ -23,7 +23,6 @@ from fairseq_seqkd.atomic import atomic_write_all
 from fairseq_seqkd.cli.entry import OneLineParser, run_main
 from fairseq_seqkd.distill.nbest import (
     Hypothesis,
-    NbestFormatError,
     check_indices,
     read_generate_log,
     read_nbest,
@@ -36,6 +35,7 @@ from fairseq_seqkd.distill.select import (
     select_targets,
 )
 from fairseq_seqkd.errors import SeqKDError
+from fairseq_seqkd.textfiles import read_text_lines
 
 PROG = "seqkd-select"
 
@@ -98,30 +98,6 @@ def add_score_filter_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _read_lines(path: str) -> list[str]:
-    """Lines of a UTF-8 text file (split on '\\n' only), with a line-numbered decode error."""
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read()
-    except OSError as exc:
-        raise SeqKDError(f"cannot read {path}: {exc.strerror or exc}") from None
-    raw_lines = data.split(b"\n")
-    if raw_lines and raw_lines[-1] == b"":
-        raw_lines.pop()
-    lines = []
-    for lineno, raw in enumerate(raw_lines, start=1):
-        if raw.endswith(b"\r"):
-            raw = raw[:-1]
-        try:
-            lines.append(raw.decode("utf-8"))
-        except UnicodeDecodeError as exc:
-            raise SeqKDError(
-                f"{path}:{lineno}: invalid UTF-8 byte 0x{raw[exc.start]:02x} "
-                f"at column {exc.start + 1}"
-            ) from None
-    return lines
-
-
 def _resolve_size(
     args: argparse.Namespace,
     nbest: dict[int, list[Hypothesis]],
@@ -157,10 +133,7 @@ def _resolve_size(
             f"{nbest_path} has hypotheses for sentence index {nbest_size - 1} "
             f"({len(nbest)} sentences, size {nbest_size}) but {against}"
         )
-    try:
-        check_indices(nbest, size, nbest_path, allow_missing=True)
-    except NbestFormatError as exc:
-        raise SeqKDError(str(exc)) from None
+    check_indices(nbest, size, nbest_path, allow_missing=True)  # NbestFormatError: one line
     return size
 
 
@@ -189,8 +162,8 @@ def _run(argv: Sequence[str] | None) -> int:
         )
     except OSError as exc:
         raise SeqKDError(f"cannot read {nbest_path}: {exc.strerror or exc}") from None
-    sources = _read_lines(args.source) if args.source else None
-    references = _read_lines(args.reference) if args.reference else None
+    sources = read_text_lines(args.source) if args.source else None
+    references = read_text_lines(args.reference) if args.reference else None
     size = _resolve_size(args, nbest, nbest_path, sources, references)
 
     start = time.perf_counter()
