@@ -36,7 +36,7 @@ STAGES = [s.name for s in Pipeline("unused", PRESETS["ci"]).stages()]
 
 def demo(out: Path, *args: object, check: bool = True):
     return run_cli("seqkd-demo", "--preset", "ci", "--out", out, "--jobs", "2", *args,
-                   check=check, timeout=900)
+                   check=check, timeout=1800)  # a loaded 2-core machine: ~16 min
 
 
 @pytest.fixture(scope="module")
