@@ -50,7 +50,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from ..atomic import atomic_write_text
+from ..atomic import atomic_write_text, replace_synced
 from ..commands import console_script
 from ..deploy.ct2_export import read_manifest
 from ..deploy.translator import parse_translate_summary
@@ -710,7 +710,7 @@ class Pipeline:
                 sink.close()
         if capture is not None:
             if proc.returncode == 0:
-                os.replace(log_path, capture)
+                replace_synced(log_path, capture)
             else:  # keep the failed output in the stage log, leave no partial capture
                 log.write(log_path.read_text(encoding="utf-8", errors="replace"))
                 log_path.unlink()
