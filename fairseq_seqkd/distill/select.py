@@ -37,6 +37,8 @@ from typing import Any
 
 from fairseq_seqkd.distill.nbest import Hypothesis
 
+from ..errors import SeqKDError
+
 __all__ = [
     "FALLBACKS",
     "SIMILARITIES",
@@ -81,7 +83,7 @@ def remove_bpe(tokens: str, scheme: str | None) -> str:
     if scheme == "subword_nmt":
         scheme = "@@ "
     if not scheme:
-        raise ValueError("--remove-bpe: the BPE marker must not be empty")
+        raise SeqKDError("--remove-bpe: the BPE marker must not be empty")
     return (tokens + " ").replace(scheme, "").rstrip()
 
 
@@ -98,7 +100,7 @@ def plain_similarity(hyp: str, ref: str, sim: str) -> float:
         return sacrebleu.sentence_chrf(hyp, [ref]).score
     if sim == "ter":
         return sacrebleu.sentence_ter(hyp, [ref]).score
-    raise ValueError(f"--sim: unknown similarity {sim!r} (choose from {', '.join(SIMILARITIES)})")
+    raise SeqKDError(f"--sim: unknown similarity {sim!r} (choose from {', '.join(SIMILARITIES)})")
 
 
 def _ngram_iters(words: list[str]) -> tuple[Any, Any, Any, Any]:
@@ -181,7 +183,7 @@ class SentenceScorer:
 
     def __init__(self, sim: str):
         if sim not in SIMILARITIES:
-            raise ValueError(
+            raise SeqKDError(
                 f"--sim: unknown similarity {sim!r} (choose from {', '.join(SIMILARITIES)})"
             )
         self.sim = sim
@@ -354,7 +356,7 @@ class Selection:
 
 def _check_choice(value: str, allowed: Sequence[str], option: str, what: str) -> None:
     if value not in allowed:
-        raise ValueError(
+        raise SeqKDError(
             f"{option}: unknown {what} {value!r} (choose from {', '.join(allowed)})"
         )
 
@@ -362,16 +364,16 @@ def _check_choice(value: str, allowed: Sequence[str], option: str, what: str) ->
 def check_score_filters(filter_worst: float, min_score: float | None) -> None:
     """Refuse ``--filter-worst`` outside [0, 100) and a ``--min-score`` that is not a number."""
     if not 0.0 <= filter_worst < 100.0:
-        raise ValueError(f"--filter-worst must be in [0, 100) (a percentage), got {filter_worst}")
+        raise SeqKDError(f"--filter-worst must be in [0, 100) (a percentage), got {filter_worst}")
     if min_score is not None and math.isnan(min_score):
-        raise ValueError("--min-score must be a number, got nan")
+        raise SeqKDError("--min-score must be a number, got nan")
 
 
 def _check_scores_present(nbest: Mapping[int, Sequence[Hypothesis]], option: str) -> None:
     """An n-best whose every score is 0 has a placeholder column, not teacher scores."""
     scores = [h.score for hyps in nbest.values() for h in hyps]
     if scores and all(score == 0.0 for score in scores):
-        raise ValueError(
+        raise SeqKDError(
             f"{option} needs the teacher's scores, but every score in the n-best is 0 "
             f"(an n-best without scores)"
         )
@@ -434,9 +436,9 @@ def select_targets(
     _check_choice(sim, SIMILARITIES, "--sim", "similarity")
     _check_choice(fallback, FALLBACKS, "--fallback", "fallback")
     if isinstance(size, bool) or not isinstance(size, int) or size < 0:
-        raise ValueError(f"size must be an int >= 0, got {size!r}")
+        raise SeqKDError(f"size must be an int >= 0, got {size!r}")
     if workers < 1:
-        raise ValueError(f"--workers must be >= 1, got {workers}")
+        raise SeqKDError(f"--workers must be >= 1, got {workers}")
     if remove_bpe_scheme is not None:
         remove_bpe("", remove_bpe_scheme)  # validates the scheme
     check_score_filters(filter_worst, min_score)
@@ -446,22 +448,22 @@ def select_targets(
         _check_scores_present(nbest, "--filter-worst")
     for name, lines in (("sources", sources), ("references", references)):
         if lines is not None and len(lines) != size:
-            raise ValueError(f"{name} have {len(lines)} lines but size is {size}")
+            raise SeqKDError(f"{name} have {len(lines)} lines but size is {size}")
     if strategy == "seq-inter" and references is None:
-        raise ValueError("--strategy seq-inter needs references (--reference)")
+        raise SeqKDError("--strategy seq-inter needs references (--reference)")
     if fallback == "gold" and references is None:
-        raise ValueError(
+        raise SeqKDError(
             "--fallback gold needs references (--reference); use --fallback drop without them"
         )
     if max_len_ratio is not None:
         if not max_len_ratio >= 1.0:
-            raise ValueError(f"--max-len-ratio must be >= 1, got {max_len_ratio}")
+            raise SeqKDError(f"--max-len-ratio must be >= 1, got {max_len_ratio}")
         if sources is None:
-            raise ValueError("--max-len-ratio needs the source sentences (--source)")
+            raise SeqKDError("--max-len-ratio needs the source sentences (--source)")
     out_of_range = [i for i in nbest if not (isinstance(i, int) and 0 <= i < size)]
     if out_of_range:
         first = min(out_of_range, key=lambda i: (not isinstance(i, int), i))
-        raise ValueError(
+        raise SeqKDError(
             f"n-best has sentence index {first} out of range for size {size} "
             f"(valid 0..{size - 1})"
         )
