@@ -19,10 +19,12 @@ import signal
 import sys
 import threading
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import IO
 
 from fairseq_seqkd.atomic import atomic_open
 from fairseq_seqkd.cli.entry import OneLineParser, run_main
+from fairseq_seqkd.demo.corpus import count_lines
 from fairseq_seqkd.deploy.translator import TranslateStats, Translator
 from fairseq_seqkd.errors import SeqKDError
 
@@ -68,11 +70,6 @@ def read_lines(handle: IO[bytes], name: str) -> Iterator[str]:
         yield line.rstrip("\r\n")
 
 
-def _count_lines(path: str) -> int:
-    with open(path, "rb") as handle:
-        return sum(1 for _ in handle)
-
-
 def _check(args: argparse.Namespace) -> None:
     for option in ("beam", "batch_size", "threads", "buffer_size"):
         value = getattr(args, option)
@@ -107,7 +104,7 @@ def _run(argv: Sequence[str]) -> int:
         if args.input and not args.no_progress_bar:
             from tqdm import tqdm
 
-            lines = iter(tqdm(lines, total=_count_lines(args.input), unit=" lines",
+            lines = iter(tqdm(lines, total=count_lines(Path(args.input)), unit=" lines",
                               file=sys.stderr, desc=PROG, leave=False))
         outputs = translator.translate_stream(
             lines, beam=args.beam, batch_size=args.batch_size, buffer_size=buffer,
