@@ -579,7 +579,8 @@ class Pipeline:
                "func": self._portable(stage.func_key), "deps": deps}
         if stage.inputs:  # content, not names: an edited corpus redoes the stage
             key["inputs"] = {self._portable(str(p)): file_sha256(p) for p in stage.inputs}
-        return key
+        # as the stamp reads it back: a tuple in a func_key would never equal its JSON list
+        return json.loads(json.dumps(key))
 
     def _portable(self, value: Any) -> Any:
         """``value`` with the machine's paths written as ``$OUT`` (output directory),

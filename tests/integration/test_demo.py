@@ -19,6 +19,7 @@ from fairseq_seqkd.demo.pipeline import (
     DEPLOYED,
     MODELS,
     Pipeline,
+    Stage,
     StageRun,
     all_register_references,
 )
@@ -275,6 +276,17 @@ def cjk_pairs() -> list[tuple[str, str]]:
     for i in range(40):
         lines[i] = lines[i][:10] + chr(0x5000 + i) + lines[i][10:]
     return [(line, line[::-1]) for line in lines]
+
+
+def test_a_stage_whose_key_holds_a_tuple_is_skipped_when_done(tmp_path):
+    """The stamp is JSON: a tuple in the key (the deploy plan's batch sizes) reads back as a
+    list, and the stage must still count as done (it was redone on every run)."""
+    pipeline = Pipeline(tmp_path, PRESETS["ci"], stream=io.StringIO())
+    made = tmp_path / "made.txt"
+    stage = Stage("tuple", "a stage keyed by a tuple", [], [made],
+                  func=lambda log: made.write_text("x"), func_key={"batches": (1, 64)})
+    assert not pipeline.run_stage(stage, 1, 1).skipped
+    assert pipeline.run_stage(stage, 1, 1).skipped
 
 
 def test_an_edited_corpus_redoes_the_sentencepiece_stage(tmp_path):
