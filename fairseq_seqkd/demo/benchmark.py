@@ -15,6 +15,10 @@ logs, parallel stages) with a longer stage list:
   Word-KD rows keep ``word_kd`` while fine-tuning; the teacher is fine-tuned the same way;
 * word-level rows with ``reverse_kl``, ``js`` and ``tvd`` in place of KL;
 * the Seq-KD student pruned class-blind at several ratios and retrained on the Seq-KD data;
+* on-policy distillation: the Seq-KD student fine-tuned with ``--criterion gkd`` (teacher
+  online) for as many updates as Seq-KD + Word-KD trains; and a Seq-KD student trained on the
+  Seq-KD data without its worst-scored sentences (``seqkd-build --filter-worst``, from the
+  Seq-KD build's n-best);
 * each model decoded greedily and with beam search on every test set, then one exclusive
   stage times the teacher and the student architecture, batched and one sentence at a time.
 
@@ -41,10 +45,11 @@ from ..deploy.speed import (
     measure_deployment,
     speed_table,
 )
+from ..distill.build import WORK_DIR
 from ..distill.evaluate import bleu, read_decoding
 from ..errors import SeqKDError
 from .corpus import CorpusSpec, count_lines
-from .pipeline import MODELS, SRC, TGT, ModelSpec, Pipeline, Stage
+from .pipeline import GKD_LAMBDA, MODELS, SRC, TGT, ModelSpec, Pipeline, Stage
 from .presets import Arch, Preset
 from .report import ModelResult, plot_results
 
@@ -56,11 +61,12 @@ class BenchmarkPreset(Preset):
     """A demo preset plus the benchmark's fine-tuning, cache, pruning and speed settings."""
 
     finetune_epochs: int = 2
-    finetune_lr: float = 0.0005
     kd_topk: int = 8
     prune_ratios: tuple[float, ...] = (0.5, 0.8, 0.9)
     divergences: tuple[str, ...] = ("reverse_kl", "js", "tvd")
     cache_max_tokens: int = 4096
+    gkd_betas: tuple[float, ...] = (0.1, 0.5)
+    filter_worst: float = 10.0  # % of the Seq-KD data dropped by teacher score
 
 
 BENCHMARK_PRESETS: dict[str, BenchmarkPreset] = {
@@ -131,6 +137,14 @@ def _pruned_model(ratio: float) -> ModelSpec:
     return _model(f"pruned-{round(100 * ratio)}", f"Seq-KD, pruned {ratio:.0%}")
 
 
+def _gkd_model(beta: float) -> ModelSpec:
+    return _model(f"seq-kd-gkd-{beta:g}", f"Seq-KD + GKD (beta {beta:g})")
+
+
+def _filtered_model(percent: float) -> ModelSpec:
+    return _model("seq-kd-filtered", f"Seq-KD, filtered {percent:g} %")
+
+
 def extra_test_sets(corpus: Path) -> tuple[str, ...]:
     """``test_*`` pairs beside a corpus's train/valid/test, checked for equal line counts."""
     names = []
@@ -156,7 +170,10 @@ class Benchmark(Pipeline):
         p = preset
         self.divergence_models = tuple(_divergence_model(d) for d in p.divergences)
         self.pruned_models = tuple(_pruned_model(r) for r in p.prune_ratios)
-        self.models = (*TABLE1, *self.divergence_models, *self.pruned_models, _DEEP_SHALLOW)
+        self.gkd_models = tuple(_gkd_model(b) for b in p.gkd_betas)
+        self.filtered_model = _filtered_model(p.filter_worst)
+        self.models = (*TABLE1, *self.divergence_models, *self.pruned_models, _DEEP_SHALLOW,
+                       *self.gkd_models, self.filtered_model)
 
     # ------------------------------------------------------------------ commands
 
@@ -258,6 +275,19 @@ class Benchmark(Pipeline):
         stages.append(base["deep-shallow"])
         stages.append(self._speed_stage())
         stages += [self._deploy_export_stage(), self._deploy_speed_stage()]
+        # beyond the paper (issue 13), after the speed measurement: the GKD rows take the
+        # budget of Seq-KD + Word-KD (same data, epochs, lr and warm-up, hence the same number
+        # of updates), starting from the Seq-KD student instead of from scratch
+        for beta, model in zip(p.gkd_betas, self.gkd_models, strict=True):
+            stages.append(model_stage(
+                model, f"Seq-KD student fine-tuned with GKD, beta {beta:g} (teacher online)",
+                self._student(seqkd_data, model.key, *self._gkd(beta)), ["seq-kd", "speed"]))
+        filtered_data = out / "data-seq-kd-filtered"
+        stages.append(self._filtered_build_stage(seqkd_data, filtered_data))
+        stages.append(model_stage(
+            self.filtered_model, f"student on the Seq-KD data less its worst-scored "
+            f"{p.filter_worst:g} %", self._student(filtered_data, self.filtered_model.key, *ls),
+            ["build-seq-kd-filtered", "speed"]))
         for divergence, model in zip(p.divergences, self.divergence_models, strict=True):
             stages.append(model_stage(  # beyond the paper: after the speed measurement
                 model, f"word-level KD with {divergence} (cached top-{p.kd_topk})",
@@ -270,6 +300,22 @@ class Benchmark(Pipeline):
             if stage.name in by_key:
                 ordered.append(self._eval_stage(by_key[stage.name]))
         return ordered
+
+    def _filtered_build_stage(self, seqkd_data: Path, filtered_data: Path) -> Stage:
+        """The Seq-KD data less its worst-scored sentences (dropped, not replaced by the gold
+        ones). seqkd-build skips a decoding whose record matches its options, so a copy of the
+        Seq-KD build's n-best (same data, teacher and beam) saves decoding the train set again."""
+        p = self.preset
+        generate = Path(WORK_DIR) / "generate"
+        return Stage(
+            "build-seq-kd-filtered", f"Seq-KD data less the {p.filter_worst:g} % of sentences "
+            "with the lowest teacher score (the Seq-KD build's n-best)",
+            [["cp", "-R", str(seqkd_data / generate), str(filtered_data / generate)],
+             self._build("seq-kd", filtered_data, "--filter-worst", f"{p.filter_worst:g}",
+                         "--fallback", "drop")],
+            [filtered_data / "train.src-tgt.tgt.bin", filtered_data / "dict.tgt.txt"],
+            deps=["build-seq-kd"], clean=[filtered_data], mkdirs=[filtered_data / WORK_DIR],
+        )
 
     def _eval_stage(self, model: ModelSpec) -> Stage:
         beams = (1, self.preset.beam)
@@ -463,16 +509,22 @@ class Benchmark(Pipeline):
         return self._portable(text.replace(self.plugin, "fairseq_seqkd"))
 
     def _table1(self, scores: dict[str, dict[str, Any]]) -> str:
+        return self._bleu_table(scores, TABLE1, MODELS[1], "baseline")
+
+    def _bleu_table(self, scores: dict[str, dict[str, Any]], models: tuple[ModelSpec, ...],
+                    reference: ModelSpec, versus: str) -> str:
+        """One row per model: parameters, BLEU on every test set, greedy minus ``reference``'s
+        greedy on the first test set (column "greedy vs ``versus``")."""
         beam, first = self.preset.beam, self.test_sets[0]
-        base = scores["baseline"][f"{first}.beam1"]
+        base = scores[reference.key][f"{first}.beam1"]
         header = ["model", "params", f"{first} greedy", f"{first} beam {beam}",
-                  "greedy vs baseline", "greedy = beam",
+                  f"greedy vs {versus}", "greedy = beam",
                   *(f"{t} greedy / beam {beam}" for t in self.extra_tests)]
         body = []
-        for model in TABLE1:
+        for model in models:
             s = scores[model.key]
             g = s[f"{first}.beam1"]
-            delta = ("" if g is None or base is None or model.key == "baseline"
+            delta = ("" if g is None or base is None or model.key == reference.key
                      else f"{g - base:+.2f}")
             body.append([self._label(model), _count(s["params"]), _num(g),
                          _num(s[f"{first}.beam{beam}"]), delta, _pct(s["same"]),
@@ -520,6 +572,7 @@ class Benchmark(Pipeline):
             f"![test BLEU against decoding speed]({plot_name})", "",
             "## Word-level divergences (beyond the paper)", "",
             self._divergence_table(scores), "",
+            *self._onpolicy_section(scores), "",
             "## Pruning the Seq-KD student (class-blind, retrained on the Seq-KD data)", "",
             self._pruning_table(scores), "",
             f"## Decoding speed on {first} (CPU, fairseq-generate, {self.threads} thread(s))", "",
@@ -560,6 +613,39 @@ class Benchmark(Pipeline):
         ]
         return out
 
+    def _onpolicy_section(self, scores: dict[str, dict[str, Any]]) -> list[str]:
+        p, first = self.preset, self.test_sets[0]
+        word_kd = MODELS[5]
+        models = (_SEQ_KD, word_kd, *self.gkd_models, self.filtered_model)
+        g = {m.key: scores[m.key][f"{first}.beam1"] for m in models}
+        done = [m for m in self.gkd_models if g[m.key] is not None]
+        text = f"a GKD row at least 0.5 BLEU above {word_kd.label}, greedy on {first}"
+        ok = None
+        if done and g[word_kd.key] is not None:
+            best = max(done, key=lambda m: g[m.key])
+            delta = g[best.key] - g[word_kd.key]
+            ok = delta >= 0.5
+            text += f" ({best.label} {g[best.key]:.2f} vs {g[word_kd.key]:.2f}, {delta:+.2f})"
+        return [
+            "## On-policy distillation and score-filtered data (beyond the paper)", "",
+            self._bleu_table(scores, models, word_kd, word_kd.label), "",
+            f"GKD rows: the Seq-KD student fine-tuned with `--criterion gkd --gkd-lambda "
+            f"{GKD_LAMBDA} --gkd-beta B --kd-alpha {p.kd_alpha}` (Agarwal et al. 2024: on a "
+            "fraction lambda of the updates the student samples its own targets and the teacher "
+            "scores every token with JSD(beta); the teacher runs online over the full "
+            f"vocabulary) on the Seq-KD data, with the budget of {word_kd.label}: "
+            f"{p.student_epochs} epochs at lr {p.student_lr}, warm-up {p.warmup}, the same "
+            "data and batches, hence the same number of updates. That row trains from "
+            "scratch, so the GKD rows also have the Seq-KD student's training behind them. "
+            f"{self.filtered_model.label}: a student trained as Seq-KD on the Seq-KD data "
+            f"without the {p.filter_worst:g} % of sentences whose teacher output has the lowest "
+            f"length-normalised score (`seqkd-build --filter-worst {p.filter_worst:g} "
+            "--fallback drop`, from the Seq-KD build's n-best), so its epochs are that much "
+            "shorter.", "",
+            "Targets (issue 13):", "",
+            _target(text, ok),
+        ]
+
     def _findings(self, scores: dict[str, dict[str, Any]],
                   speeds: list[dict[str, Any]]) -> list[str]:
         p, first, beam = self.preset, self.test_sets[0], self.preset.beam
@@ -568,8 +654,7 @@ class Benchmark(Pipeline):
         out = ["## Targets (issue 6) against this run", ""]
 
         def line(text: str, ok: bool | None) -> None:
-            verdict = "not measured yet" if ok is None else ("met" if ok else "MISSED")
-            out.append(f"- {text}: **{verdict}**")
+            out.append(_target(text, ok))
 
         students = [m.key for m in TABLE1[2:]]
         done = [k for k in students if g[k] is not None]
@@ -685,6 +770,11 @@ class Benchmark(Pipeline):
                 out.append(f"# in-process: {json.dumps(self._portable(stage.func_key))}")
         out += ["```", "</details>"]
         return out
+
+
+def _target(text: str, ok: bool | None) -> str:
+    verdict = "not measured yet" if ok is None else ("met" if ok else "MISSED")
+    return f"- {text}: **{verdict}**"
 
 
 def _label_of(key: str) -> str:

@@ -16,6 +16,8 @@ Stages (each a list of commands; stock fairseq CLIs and the project's own consol
   pruned         fairseq-train --task translation_kd --prune-ratio 0.8, from the Seq-KD student
   export         seqkd-export, a plain fairseq checkpoint
   deep-shallow   fairseq-train DISTILLED, a deep-encoder, shallow-decoder student (4+1 layers)
+  seq-kd-gkd     fairseq-train DISTILLED --criterion gkd --finetune-from-model SEQ_KD: the Seq-KD
+                 student fine-tuned on-policy (GKD), a short budget (--max-update)
   export-ct2     seqkd-export --format ctranslate2 --quantization int8 (Seq-KD students)
   eval-*         fairseq-generate (or seqkd-translate, for the CTranslate2 rows) --beam 1 and
                  --beam K on the test set, per model
@@ -122,8 +124,13 @@ MODELS: tuple[ModelSpec, ...] = (
               "models/seq-kd-word-kd/checkpoint_best.pt"),
     ModelSpec("deep-shallow", "Seq-KD, deep encoder, shallow decoder", "deep-shallow",
               "models/deep-shallow/checkpoint_best.pt"),
+    ModelSpec("seq-kd-gkd", "Seq-KD + GKD", "seq-kd-gkd", "models/seq-kd-gkd/checkpoint_best.pt"),
     ModelSpec("pruned", "Seq-KD, pruned (exported)", "export", "export/seq-kd-pruned.pt", False),
 )
+#: On-policy distillation (GKD, Agarwal et al. 2024): the fraction of updates on the student's
+#: own samples, and the demo's beta (GKD's best for translation).
+GKD_LAMBDA = 0.5
+GKD_BETA = 0.1
 
 #: Students served by CTranslate2 (int8): what ``seqkd-translate`` users run.
 DEPLOYED: tuple[ModelSpec, ...] = (
@@ -308,10 +315,17 @@ class Pipeline:
         return ["--criterion", "label_smoothed_cross_entropy",
                 "--label-smoothing", str(self.preset.label_smoothing)]
 
-    def _word_kd(self) -> list[str]:
-        return ["--criterion", "word_kd", "--label-smoothing", str(self.preset.label_smoothing),
+    def _word_kd(self, *extra: str, criterion: str = "word_kd") -> list[str]:
+        return ["--criterion", criterion, "--label-smoothing", str(self.preset.label_smoothing),
                 "--teacher-path", str(self.out / MODELS[0].checkpoint),
-                "--kd-alpha", str(self.preset.kd_alpha)]
+                "--kd-alpha", str(self.preset.kd_alpha), *extra]
+
+    def _gkd(self, beta: float) -> list[str]:
+        """The Seq-KD student fine-tuned on-policy: ``--criterion gkd`` with the teacher online
+        (a cache cannot score the student's own samples)."""
+        return [*self._word_kd("--gkd-lambda", str(GKD_LAMBDA), "--gkd-beta", str(beta),
+                               criterion="gkd"),
+                "--finetune-from-model", str(self.out / MODELS[3].checkpoint)]
 
     def _build(self, strategy: str, output: Path, *extra: str) -> list[str]:
         p = self.preset
@@ -435,6 +449,13 @@ class Pipeline:
             "seq-kd-word-kd", "Seq-KD + Word-KD student",
             self._student(seqkd_data, "seq-kd-word-kd", *self._word_kd()),
             ["build-seq-kd", "teacher"],
+        ))
+        stages.append(model_stage(
+            "seq-kd-gkd", f"Seq-KD student fine-tuned with GKD (lambda {GKD_LAMBDA}, beta "
+            f"{GKD_BETA}), {p.gkd_updates} updates",
+            self._student(seqkd_data, "seq-kd-gkd", *self._gkd(GKD_BETA), "--max-update",
+                          str(p.gkd_updates), lr=p.finetune_lr, warmup=p.prune_warmup),
+            ["seq-kd"],
         ))
         stages.append(model_stage(
             "pruned", f"Seq-KD student pruned {p.prune_ratio:.0%} class-blind, retrained",

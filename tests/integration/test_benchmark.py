@@ -51,6 +51,11 @@ def first_run(tmp_path_factory):
     return root, proc
 
 
+def last_updates(log: str) -> int:
+    """fairseq-train's update count at its last epoch."""
+    return int(re.findall(r"\| train \| .*\| num_updates (\d+)", log)[-1])
+
+
 def tables(markdown: str) -> list[tuple[list[str], list[list[str]]]]:
     """Every Markdown table of a page: (header, rows)."""
     found, lines = [], markdown.splitlines()
@@ -98,6 +103,23 @@ def test_every_stage_ran_and_every_model_was_decoded(first_run):
     all_three = (out / "logs" / "all-three.log").read_text()
     assert "models/seq-kd-word-kd/checkpoint_best.pt" in all_three
     assert "data-seq-inter" in all_three and "cache-seq-inter" in all_three
+    # GKD rows: the Seq-KD student fine-tuned with the teacher online, for as many updates as
+    # Seq-KD + Word-KD (same data, epochs, lr, warm-up)
+    budget = r"--lr \S+ .*--warmup-updates \d+ --max-tokens \d+ --max-epoch \d+"
+    word_kd_log = (out / "logs" / "seq-kd-word-kd.log").read_text()
+    for model in bench.gkd_models:
+        gkd = (out / "logs" / f"{model.key}.log").read_text()
+        assert "--criterion gkd" in gkd and "--gkd-lambda 0.5" in gkd
+        assert "--teacher-path" in gkd and "--teacher-cache" not in gkd
+        assert "--finetune-from-model $OUT/models/seq-kd/checkpoint_best.pt" in gkd
+        assert re.search(budget, gkd)[0] == re.search(budget, word_kd_log)[0]
+        assert last_updates(gkd) == last_updates(word_kd_log) > 0
+    assert [m.key for m in bench.gkd_models] == ["seq-kd-gkd-0.1", "seq-kd-gkd-0.5"]
+    # the filtered build reuses the Seq-KD build's n-best and drops the worst-scored 10 %
+    build = (out / "logs" / "build-seq-kd-filtered.log").read_text()
+    assert "[1/3] generate: skipped, complete" in build and "worst-scored 10 %" in build
+    kept = (out / "data-seq-kd-filtered" / "train.kept-indices").read_text().split()
+    assert 150 < len(kept) <= 180  # 200 training pairs less 10 % (and any empty output)
     speed = sorted(p.name for p in (out / "speed").iterdir())
     assert len(speed) == 7 and "teacher.beam5.batch1.txt" in speed
     assert "seq-kd.beam1.batch1.txt" in speed and "deploy.json" in speed
@@ -119,7 +141,7 @@ def test_results_page_has_every_table(first_run):
     assert page == (root / "out" / "results.md").read_text().replace(
         "results.png", "bench.png")
     found = tables(page)
-    table1, divergences, pruning, speed, deploy = found[:5]
+    table1, divergences, onpolicy, pruning, speed, deploy = found[:6]
     header, rows = table1
     assert header[:6] == ["model", "params", "test greedy", "test beam 5",
                           "greedy vs baseline", "greedy = beam"]
@@ -132,6 +154,15 @@ def test_results_page_has_every_table(first_run):
     params = [int(r[1].replace(",", "")) for r in rows]
     assert params[0] == params[1] > 2 * params[2] and len(set(params[2:])) == 1
     assert [r[0] for r in divergences[1]] == ["kl (Word-KD above)", "reverse_kl", "js", "tvd"]
+    assert onpolicy[0][4] == "greedy vs Seq-KD + Word-KD"
+    assert [r[0] for r in onpolicy[1]] == ["Seq-KD", "Seq-KD + Word-KD", "Seq-KD + GKD (beta 0.1)",
+                                           "Seq-KD + GKD (beta 0.5)", "Seq-KD, filtered 10 %"]
+    assert all(0 <= float(r[2]) <= 100 and re.fullmatch(r"[\d.]+ / [\d.]+", r[6])
+               for r in onpolicy[1])
+    assert onpolicy[1][1][4] == "" and re.fullmatch(r"[+-]\d+\.\d\d", onpolicy[1][2][4])
+    assert re.search(r"Targets \(issue 13\):\n\n- a GKD row at least 0\.5 BLEU above Seq-KD \+ "
+                     r"Word-KD, greedy on test \(Seq-KD \+ GKD \(beta 0\.\d\) [\d.]+ vs "
+                     r"[\d.]+, [+-][\d.]+\): \*\*(met|MISSED)\*\*", page)
     nonzero = {r[0]: int(r[2].replace(",", "")) / int(r[1].replace(",", ""))
                for r in pruning[1]}
     assert nonzero["Seq-KD"] == 1.0
@@ -214,3 +245,25 @@ def test_bad_corpus_gets_one_line_error(tmp_path):
     assert proc.stderr.strip().splitlines()[-1].endswith("has no test_extra.tgt beside it")
     proc = benchmark(tmp_path / "missing", tmp_path / "out", check=False)
     assert "--corpus" in proc.stderr.strip().splitlines()[-1] and proc.returncode != 0
+
+
+def test_gkd_target_line_compares_the_best_gkd_row_with_seq_kd_word_kd(tmp_path):
+    bench = Benchmark(tmp_path / "out", PRESET, corpus=tmp_path / "corpus")
+
+    def target(**greedy: float | None) -> str:
+        scores = {m.key: {"params": 1, "same": None, "test.beam1": greedy.get(m.key, 30.0),
+                          "test.beam5": 30.0} for m in bench.models}
+        section = bench._onpolicy_section(scores)
+        return next(line for line in section if line.startswith("- a GKD row"))
+
+    assert target(**{"seq-kd-word-kd": 30.0, "seq-kd-gkd-0.1": 30.4,
+                     "seq-kd-gkd-0.5": 30.5}).endswith(
+        "(Seq-KD + GKD (beta 0.5) 30.50 vs 30.00, +0.50): **met**")
+    assert target(**{"seq-kd-word-kd": 30.0, "seq-kd-gkd-0.1": 30.49,
+                     "seq-kd-gkd-0.5": 20.0}).endswith("+0.49): **MISSED**")
+    assert target(**{"seq-kd-gkd-0.1": 30.4, "seq-kd-gkd-0.5": None}).endswith(
+        "(Seq-KD + GKD (beta 0.1) 30.40 vs 30.00, +0.40): **MISSED**")  # one row done
+    assert target(**{"seq-kd-gkd-0.1": None, "seq-kd-gkd-0.5": None}) == (
+        "- a GKD row at least 0.5 BLEU above Seq-KD + Word-KD, greedy on test: "
+        "**not measured yet**")
+    assert target(**{"seq-kd-word-kd": None}).endswith("greedy on test: **not measured yet**")

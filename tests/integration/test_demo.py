@@ -100,6 +100,13 @@ def test_every_stage_ran_and_left_its_artefact(first_run):
                        .splitlines()) == 100
     assert "--encoder-layers 4 --decoder-layers 1" in (out / "logs" / "deep-shallow.log") \
         .read_text()
+    # the GKD row fine-tunes the Seq-KD student on-policy for the preset's short budget
+    gkd = (out / "logs" / "seq-kd-gkd.log").read_text()
+    assert "--criterion gkd" in gkd and "--gkd-beta 0.1" in gkd and "--gkd-lambda 0.5" in gkd
+    assert "--finetune-from-model $OUT/models/seq-kd/checkpoint_best.pt" in gkd
+    updates = re.findall(r"\| train \| .*\| num_updates (\d+)", gkd)
+    assert updates and int(updates[-1]) == PRESETS["ci"].gkd_updates
+    assert re.search(r"\| train \| .*\| on_policy 0\.\d+ ", gkd)  # some updates sampled
     # the distilled targets are the teacher's, not the gold ones
     gold = (out / "data-bin" / "train.src-tgt.tgt.bin").read_bytes()
     assert (out / "data-seq-kd" / "train.src-tgt.tgt.bin").read_bytes() != gold
