@@ -6,6 +6,7 @@ Examples::
         --doc docs/results/multi30k.md              # about 2 hours on 2 CPU cores
     seqkd-benchmark --corpus DIR --dry-run          # print every stage's commands
     seqkd-benchmark --corpus DIR --report-only      # write the page from what is done
+    seqkd-benchmark --corpus DIR --only eval-deep-shallow,deploy-speed   # and their inputs
 
 Every stage is skipped when its output is complete, and a killed run continues where it
 stopped (fairseq-train resumes from checkpoint_last.pt). The page lists the exact commands.
@@ -20,6 +21,7 @@ import time
 from collections.abc import Sequence
 
 from fairseq_seqkd.cli.demo import (
+    add_only_option,
     check_parallelism,
     cores,
     print_stages,
@@ -57,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--jobs", type=int, default=max(1, min(cores(), 4)), metavar="N",
                         help="independent stages run at once (default: the CPU cores, at most "
                         "4); the speed stage always runs alone")
+    add_only_option(parser)
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--dry-run", action="store_true",
                       help="print the stages and their commands, run nothing")
@@ -69,7 +72,8 @@ def _run(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     check_parallelism(args)
     bench = Benchmark(args.out, with_vocab_size(BENCHMARK_PRESETS[args.preset], args),
-                      corpus=args.corpus, threads=args.threads, jobs=args.jobs)
+                      corpus=args.corpus, threads=args.threads, jobs=args.jobs,
+                      only=args.only)
     if args.dry_run:
         print_stages(bench)
         return 0

@@ -64,9 +64,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--jobs", type=int, default=max(1, min(cores(), 4)), metavar="N",
                         help="independent training/distillation stages run at once (default: "
                         "the CPU cores, at most 4); the decoding stages are always timed alone")
+    add_only_option(parser)
     parser.add_argument("--dry-run", action="store_true",
                         help="print the stages and their commands, run nothing")
     return parser
+
+
+def add_only_option(parser: argparse.ArgumentParser) -> None:
+    """--only, shared by seqkd-demo and seqkd-benchmark."""
+    parser.add_argument("--only", type=stage_names, default=(), metavar="STAGE[,STAGE...]",
+                        help="run just these stages (names as --dry-run prints them) and the "
+                        "stages they need; the report shows what has been done so far")
+
+
+def stage_names(value: str) -> tuple[str, ...]:
+    """``a,b`` -> ``("a", "b")``; an empty name is an error."""
+    names = tuple(name.strip() for name in value.split(","))
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"empty stage name in {value!r}")
+    return names
 
 
 def check_parallelism(args: argparse.Namespace) -> None:
@@ -88,7 +104,7 @@ def with_vocab_size(preset: P, args: argparse.Namespace) -> P:
 
 def print_stages(pipeline: Pipeline) -> None:
     """--dry-run: every stage and its commands, nothing run."""
-    for stage in pipeline.stages():
+    for stage in pipeline.selected_stages():
         print(f"# {stage.name}: {stage.description}")
         for command in stage.commands:
             print(shlex.join(command))
@@ -110,7 +126,8 @@ def _run(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     check_parallelism(args)
     pipeline = Pipeline(args.out, with_vocab_size(preset_for(args.preset), args),
-                        corpus=args.corpus, threads=args.threads, jobs=args.jobs)
+                        corpus=args.corpus, threads=args.threads, jobs=args.jobs,
+                        only=args.only)
     if args.dry_run:
         print_stages(pipeline)
         return 0

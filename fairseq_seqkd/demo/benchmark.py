@@ -217,10 +217,10 @@ class Benchmark(Pipeline):
         caches = {name: out / f"cache-{name}" for name in ("gold", "seq-kd", "seq-inter")}
 
         def model_stage(model: ModelSpec, description: str, command: list[str],
-                        deps: list[str]) -> Stage:
+                        deps: list[str], after: tuple[str, ...] = ()) -> Stage:
             save = out / "models" / model.key
             return Stage(model.key, description, [command], [save / "checkpoint_best.pt"],
-                         deps=deps, clean=[save])
+                         deps=deps, after=list(after), clean=[save])
 
         def cache_stage(name: str, data: Path, deps: list[str]) -> Stage:
             cache = caches[name]
@@ -281,19 +281,20 @@ class Benchmark(Pipeline):
         for beta, model in zip(p.gkd_betas, self.gkd_models, strict=True):
             stages.append(model_stage(
                 model, f"Seq-KD student fine-tuned with GKD, beta {beta:g} (teacher online)",
-                self._student(seqkd_data, model.key, *self._gkd(beta)), ["seq-kd", "speed"]))
+                self._student(seqkd_data, model.key, *self._gkd(beta)), ["seq-kd"],
+                ("speed",)))
         filtered_data = out / "data-seq-kd-filtered"
         stages.append(self._filtered_build_stage(seqkd_data, filtered_data))
         stages.append(model_stage(
             self.filtered_model, f"student on the Seq-KD data less its worst-scored "
             f"{p.filter_worst:g} %", self._student(filtered_data, self.filtered_model.key, *ls),
-            ["build-seq-kd-filtered", "speed"]))
+            ["build-seq-kd-filtered"], ("speed",)))
         for divergence, model in zip(p.divergences, self.divergence_models, strict=True):
             stages.append(model_stage(  # beyond the paper: after the speed measurement
                 model, f"word-level KD with {divergence} (cached top-{p.kd_topk})",
                 self._student(self.data, model.key,
                               *self._cached_word_kd(caches["gold"], divergence)),
-                ["cache-gold", "speed"]))
+                ["cache-gold"], ("speed",)))
         ordered: list[Stage] = []
         for stage in stages:  # each model's decoding right after it
             ordered.append(stage)
@@ -375,7 +376,7 @@ class Benchmark(Pipeline):
         key = {k: v for k, v in plan.items() if k not in ("source", "references")}
         return Stage("deploy-speed", f"deployment speed on {self.test_sets[0]}, alone: fairseq "
                      f"and CTranslate2, batch {' and '.join(map(str, DEPLOY_BATCHES))}",
-                     [], [result], deps=["deploy-export", "speed"], clean=[result],
+                     [], [result], deps=["deploy-export"], after=["speed"], clean=[result],
                      func=measure, func_key=key, mkdirs=[result.parent], exclusive=True)
 
     def deploy_rows(self) -> list[SpeedRow]:
@@ -401,12 +402,13 @@ class Benchmark(Pipeline):
         runs = self.speed_runs()
         files = [self.speed_file(*run) for run in runs]
         # after the Table-1 rows and the pruning (a run cut short still has its speeds)
-        deps = [m.stage for m in (*TABLE1, *self.pruned_models)]
+        after = [m.stage for m in (*TABLE1, *self.pruned_models)]
         return Stage(
             "speed", f"decoding speed on {self.test_sets[0]}, alone: teacher and student, "
             f"batch {self.preset.eval_batch_size} and 1",
             [self._generate(m, beam, batch_size=batch) for m, beam, batch in runs], files,
-            deps=deps, clean=files, mkdirs=[self.out / "speed"],
+            deps=sorted({m.stage for m, _, _ in runs}), after=after, clean=files,
+            mkdirs=[self.out / "speed"],
             captures=list(files), exclusive=True,
         )
 

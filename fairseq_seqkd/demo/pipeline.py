@@ -150,6 +150,9 @@ class Stage:
     commands: list[list[str]]
     outputs: list[Path]
     deps: list[str] = field(default_factory=list)
+    # run after these when they are in the run, though nothing of theirs is read (--only
+    # leaves them out)
+    after: list[str] = field(default_factory=list)
     clean: list[Path] = field(default_factory=list)  # removed before a redo with new commands
     func: Callable[[TextIO], None] | None = None  # in-process step (after the commands)
     func_key: dict[str, Any] | None = None  # what ``func`` does, for the stamp
@@ -248,6 +251,7 @@ class Pipeline:
         threads: int = 1,
         jobs: int = 1,
         stream: TextIO | None = None,
+        only: Sequence[str] = (),
     ):
         self.out = Path(out).resolve()
         self.preset = preset
@@ -255,6 +259,7 @@ class Pipeline:
         self.raw = self.out / "corpus" if corpus is None else Path(corpus).resolve()
         self.threads = threads
         self.jobs = max(1, jobs)
+        self.only = tuple(only)  # run just these stages and what they need (--only)
         self._procs: set[subprocess.Popen] = set()  # running commands, stopped on interrupt
         self.stream = stream if stream is not None else sys.stdout
         self.plugin = str(Path(__file__).resolve().parent.parent)
@@ -588,6 +593,26 @@ class Pipeline:
     def _say(self, message: str) -> None:
         print(message, file=self.stream, flush=True)
 
+    def selected_stages(self) -> list[Stage]:
+        """The stages ``only`` names and every stage they depend on, in run order (all of
+        them when ``only`` is empty)."""
+        stages = self.stages()
+        if not self.only:
+            return stages
+        by_name = {s.name: s for s in stages}
+        unknown = [name for name in self.only if name not in by_name]
+        if unknown:
+            raise SeqKDError(f"--only: no stage named {unknown[0]!r} (stages: "
+                             f"{', '.join(by_name)})")
+        wanted: set[str] = set()
+        todo = list(self.only)
+        while todo:
+            name = todo.pop()
+            if name not in wanted:
+                wanted.add(name)
+                todo.extend(d for d in by_name[name].deps if d in by_name)
+        return [s for s in stages if s.name in wanted]
+
     def _stamp_path(self, name: str, started: bool = False) -> Path:
         return self.out / "stamps" / (f"{name}.started.json" if started else f"{name}.json")
 
@@ -758,7 +783,7 @@ class Pipeline:
         if not self.builtin:
             check_raw_corpus(self.raw)
         self.out.mkdir(parents=True, exist_ok=True)
-        stages = self.stages()
+        stages = self.selected_stages()
         index = {s.name: i for i, s in enumerate(stages, start=1)}
         if jobs <= 1:
             self.runs = [self.run_stage(s, index[s.name], len(stages)) for s in stages]
@@ -775,11 +800,14 @@ class Pipeline:
                       jobs: int) -> list[StageRun]:
         done: dict[str, StageRun] = {}
         pending = list(stages)
+        selected = {s.name for s in stages}
         running: dict[Future, Stage] = {}
         with ThreadPoolExecutor(max_workers=jobs) as pool:
             try:
                 while pending or running:
-                    for stage in [s for s in pending if all(d in done for d in s.deps)]:
+                    ready = [s for s in pending if all(d in done for d in s.deps) and all(
+                        a in done or a not in selected for a in s.after)]
+                    for stage in ready:
                         alone = any(r.exclusive for r in running.values())
                         if len(running) >= jobs or alone:
                             break

@@ -296,6 +296,53 @@ def test_a_stage_whose_key_holds_a_tuple_is_skipped_when_done(tmp_path):
     assert pipeline.run_stage(stage, 1, 1).skipped
 
 
+class _Chain(Pipeline):
+    """a -> b -> c, and d (independent of them) after c: the order is logged to ``trace``."""
+
+    def stages(self) -> list[Stage]:
+        def stage(name: str, deps=(), after=()) -> Stage:
+            made = self.out / f"{name}.txt"
+
+            def run(log, name=name, made=made):
+                time.sleep(0.05)
+                self.trace.append(name)
+                made.write_text(name)
+            return Stage(name, name, [], [made], deps=list(deps), after=list(after),
+                         func=run, func_key={"name": name})
+        return [stage("a"), stage("b", ["a"]), stage("c", ["b"]), stage("d", after=["c"])]
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_only_runs_the_named_stages_and_what_they_need_and_after_orders_only(tmp_path, jobs):
+    chain = _Chain(tmp_path, PRESETS["ci"], jobs=jobs, stream=io.StringIO(), only=("b", "d"))
+    chain.trace = []
+    chain.run()
+    # b needs a; d runs after c only when c is in the run, so c is not pulled in
+    assert sorted(chain.trace) == ["a", "b", "d"]
+    assert chain.trace.index("a") < chain.trace.index("b")
+    assert not (tmp_path / "c.txt").exists()
+    whole = _Chain(tmp_path, PRESETS["ci"], jobs=jobs, stream=io.StringIO())
+    whole.trace = []
+    whole.run()  # a, b, d done before: only c runs, and d is not redone after it
+    assert whole.trace == ["c"]
+    fresh = _Chain(tmp_path / "fresh", PRESETS["ci"], jobs=jobs, stream=io.StringIO())
+    fresh.trace = []
+    fresh.run()
+    assert fresh.trace.index("c") < fresh.trace.index("d")  # with 2 jobs d still waits for c
+
+
+def test_only_with_an_unknown_stage_is_one_line_naming_the_option(tmp_path):
+    proc = demo(tmp_path / "out", "--only", "teacher,no-such-stage", "--dry-run", check=False)
+    assert proc.returncode == 1
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert "--only: no stage named 'no-such-stage'" in proc.stderr
+    listed = demo(tmp_path / "out", "--only", "eval-seq-kd", "--dry-run")
+    names = [n for n in re.findall(r"^# ([\w-]+):", listed.stdout, flags=re.M)
+             if n != "in-process"]
+    assert names == ["corpus", "sentencepiece", "preprocess", "teacher", "build-seq-kd",
+                     "seq-kd", "eval-seq-kd"]
+
+
 def test_an_edited_corpus_redoes_the_sentencepiece_stage(tmp_path):
     corpus = user_corpus(tmp_path / "raw", latin_pairs())
     out = tmp_path / "out"
