@@ -316,6 +316,7 @@ class Benchmark(Pipeline):
                          "--fallback", "drop")],
             [filtered_data / "train.src-tgt.tgt.bin", filtered_data / "dict.tgt.txt"],
             deps=["build-seq-kd"], clean=[filtered_data], mkdirs=[filtered_data / WORK_DIR],
+            resumes=False,  # cp -R into an existing copy would nest it
         )
 
     def _eval_stage(self, model: ModelSpec) -> Stage:

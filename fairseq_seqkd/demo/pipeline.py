@@ -154,6 +154,9 @@ class Stage:
     # leaves them out)
     after: list[str] = field(default_factory=list)
     clean: list[Path] = field(default_factory=list)  # removed before a redo with new commands
+    # an interrupted run continues from the partial outputs (fairseq-train, seqkd-build and
+    # seqkd-cache-teacher resume); False: they are cleaned and the stage starts afresh
+    resumes: bool = True
     func: Callable[[TextIO], None] | None = None  # in-process step (after the commands)
     func_key: dict[str, Any] | None = None  # what ``func`` does, for the stamp
     mkdirs: list[Path] = field(default_factory=list)  # created before the commands run
@@ -405,6 +408,7 @@ class Pipeline:
               "--joined-dictionary", "--workers", str(self.threads)]],
             [self.data / "dict.src.txt", self.data / "test.src-tgt.tgt.bin"],
             deps=["sentencepiece"], clean=[self.data],
+            resumes=False,  # fairseq-preprocess refuses a destination with a dictionary
         ))
 
         def model_stage(name: str, description: str, command: list[str], deps: list[str],
@@ -670,7 +674,7 @@ class Pipeline:
         started = self._stamp_path(stage.name, started=True)
         started.parent.mkdir(parents=True, exist_ok=True)
         try:
-            resumable = json.loads(started.read_text(encoding="utf-8")) == key
+            resumable = stage.resumes and json.loads(started.read_text(encoding="utf-8")) == key
         except (OSError, ValueError):
             resumable = False
         stamp_path.unlink(missing_ok=True)

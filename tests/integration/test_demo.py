@@ -8,6 +8,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -341,6 +342,31 @@ def test_only_with_an_unknown_stage_is_one_line_naming_the_option(tmp_path):
              if n != "in-process"]
     assert names == ["corpus", "sentencepiece", "preprocess", "teacher", "build-seq-kd",
                      "seq-kd", "eval-seq-kd"]
+
+
+@pytest.mark.parametrize("resumes", [True, False])
+def test_an_interrupted_stage_that_cannot_resume_starts_afresh(tmp_path, resumes):
+    """fairseq-preprocess refuses a destination that already has a dictionary: a stage
+    interrupted after writing part of its output must be cleaned before it runs again."""
+    pipeline = Pipeline(tmp_path, PRESETS["ci"], stream=io.StringIO())
+    made = tmp_path / "dest" / "dict.txt"
+    refuse_existing = ("import pathlib, sys; p = pathlib.Path(sys.argv[1]); "
+                       "sys.exit(f'{p} exists') if p.exists() else p.write_text('d')")
+    stage = Stage("prep", "refuses an existing output",
+                  [[sys.executable, "-c", refuse_existing, str(made)]], [made],
+                  clean=[made.parent], mkdirs=[made.parent], resumes=resumes)
+    # an earlier run was interrupted after the output was written, before the stamp
+    started = tmp_path / "stamps" / "prep.started.json"
+    started.parent.mkdir(parents=True)
+    started.write_text(json.dumps(pipeline._key(stage)))
+    made.parent.mkdir()
+    made.write_text("partial")
+    if resumes:
+        with pytest.raises(SeqKDError, match="exists"):
+            pipeline.run_stage(stage, 1, 1)
+    else:
+        assert not pipeline.run_stage(stage, 1, 1).skipped
+        assert made.read_text() == "d"
 
 
 def test_an_edited_corpus_redoes_the_sentencepiece_stage(tmp_path):
