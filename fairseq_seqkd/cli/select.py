@@ -31,6 +31,7 @@ from fairseq_seqkd.distill.select import (
     FALLBACKS,
     SIMILARITIES,
     STRATEGIES,
+    check_max_repeats,
     check_score_filters,
     select_targets,
 )
@@ -85,7 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_score_filter_options(parser: argparse.ArgumentParser) -> None:
-    """``--filter-worst`` and ``--min-score``, for every tool that selects targets."""
+    """``--max-repeats``, ``--filter-worst`` and ``--min-score``, for every tool that selects
+    targets."""
+    parser.add_argument(
+        "--max-repeats", type=int, default=None, metavar="K",
+        help="drop a hypothesis in which a phrase of up to 4 subword tokens occurs more than K "
+        "times in a row (a teacher's decoding loop); 2 keeps every ordinary sentence",
+    )
     parser.add_argument(
         "--filter-worst", type=float, default=0.0, metavar="P",
         help="drop the P %% of sentences whose chosen hypothesis has the lowest teacher score "
@@ -154,6 +161,7 @@ def _run(argv: Sequence[str] | None) -> int:
     if args.remove_bpe == "":
         raise SeqKDError("--remove-bpe: the BPE marker must not be empty")
     check_score_filters(args.filter_worst, args.min_score)
+    check_max_repeats(args.max_repeats)
 
     nbest_path = args.nbest if args.nbest is not None else args.generate_log
     try:
@@ -176,6 +184,7 @@ def _run(argv: Sequence[str] | None) -> int:
         sim=args.sim,
         remove_bpe_scheme=args.remove_bpe,
         max_len_ratio=args.max_len_ratio,
+        max_repeats=args.max_repeats,
         dedup=args.dedup,
         fallback=args.fallback,
         workers=args.workers,

@@ -341,6 +341,7 @@ class Pipeline:
             console_script("seqkd-build"), "--data", str(self.data),
             "--teacher", str(self.out / MODELS[0].checkpoint), "--output", str(output),
             "--strategy", strategy, "--beam", str(p.beam), *extra,
+            *(["--max-repeats", str(p.max_repeats)] if p.max_repeats is not None else []),
             "--remove-bpe", "sentencepiece", "--cpu", "--batch-size", str(p.build_batch_size),
             "--workers", str(self.threads),
         ]  # fmt: skip

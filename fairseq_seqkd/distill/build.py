@@ -44,7 +44,7 @@ from ..teacher import check_teacher_dictionaries, load_checkpoint_state, split_p
 from .binarize import binarize_lines, copy_file, load_split, token_lines, write_subset, write_text
 from .generate import generate_nbest
 from .nbest import check_indices, read_nbest
-from .select import check_score_filters, select_targets
+from .select import check_max_repeats, check_score_filters, select_targets
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +70,7 @@ class BuildOptions:
     nbest: int | None = None  # hypotheses kept: 1 for seq-kd, beam for seq-inter by default
     remove_bpe: str = "none"  # subword segmentation undone before similarities
     max_len_ratio: float | None = None  # drop hypotheses whose length ratio exceeds it
+    max_repeats: int | None = None  # drop hypotheses with a phrase repeated more often in a row
     dedup: bool = False  # drop repeated (source, target) pairs
     filter_worst: float = 0.0  # drop this % of sentences whose chosen target scores lowest
     min_score: float | None = None  # drop hypotheses whose n-best score is below it
@@ -101,6 +102,7 @@ class BuildOptions:
             raise SeqKDError(f"--batch-size must be >= 1, got {self.batch_size}")
         if self.max_len_ratio is not None and not self.max_len_ratio >= 1.0:
             raise SeqKDError(f"--max-len-ratio must be >= 1, got {self.max_len_ratio}")
+        check_max_repeats(self.max_repeats)
         try:
             check_score_filters(self.filter_worst, self.min_score)
         except ValueError as exc:
@@ -407,7 +409,8 @@ def run_select(
         nbest, size=len(references), sources=sources, references=references,
         strategy=opts.strategy, sim=opts.sim,
         remove_bpe_scheme=None if opts.remove_bpe == "none" else opts.remove_bpe,
-        max_len_ratio=opts.max_len_ratio, dedup=opts.dedup, fallback=opts.fallback,
+        max_len_ratio=opts.max_len_ratio, max_repeats=opts.max_repeats, dedup=opts.dedup,
+        fallback=opts.fallback,
         workers=opts.workers, filter_worst=opts.filter_worst, min_score=opts.min_score,
     )
     seconds = time.perf_counter() - start
@@ -517,6 +520,8 @@ def build_distilled_data(
         "remove_bpe": opts.remove_bpe, "max_len_ratio": opts.max_len_ratio,
         "dedup": opts.dedup, "fallback": opts.fallback, "filter_worst": opts.filter_worst,
         "min_score": opts.min_score,
+        # only when set: builds made before the option keep their record
+        **({"max_repeats": opts.max_repeats} if opts.max_repeats is not None else {}),
     })
     done = select.done()
     if done is not None:

@@ -45,9 +45,11 @@ __all__ = [
     "STRATEGIES",
     "Selection",
     "SentenceScorer",
+    "check_max_repeats",
     "check_score_filters",
     "plain_similarity",
     "remove_bpe",
+    "repeat_run",
     "select_targets",
 ]
 
@@ -369,6 +371,13 @@ def check_score_filters(filter_worst: float, min_score: float | None) -> None:
         raise SeqKDError("--min-score must be a number, got nan")
 
 
+def check_max_repeats(max_repeats: int | None) -> None:
+    """``--max-repeats`` is None or an int >= 1."""
+    if max_repeats is not None and (isinstance(max_repeats, bool) or not isinstance(
+            max_repeats, int) or max_repeats < 1):
+        raise SeqKDError(f"--max-repeats must be an integer >= 1, got {max_repeats!r}")
+
+
 def _check_scores_present(nbest: Mapping[int, Sequence[Hypothesis]], option: str) -> None:
     """An n-best whose every score is 0 has a placeholder column, not teacher scores."""
     scores = [h.score for hyps in nbest.values() for h in hyps]
@@ -377,6 +386,9 @@ def _check_scores_present(nbest: Mapping[int, Sequence[Hypothesis]], option: str
             f"{option} needs the teacher's scores, but every score in the n-best is 0 "
             f"(an n-best without scores)"
         )
+
+
+REPEAT_MAX_N = 4  # longest phrase --max-repeats looks for
 
 
 def _worst_scored(scores: Mapping[int, float], percent: float) -> set[int]:
@@ -396,6 +408,22 @@ def _length_ratio_ok(src_tokens: str, tgt_tokens: str, max_ratio: float) -> bool
     return src_len <= max_ratio * tgt_len and tgt_len <= max_ratio * src_len
 
 
+def repeat_run(tokens: Sequence[str], max_n: int = REPEAT_MAX_N) -> int:
+    """The most consecutive copies of one n-gram (``1 <= n <= max_n``) in ``tokens``: 3 for
+    ``a b a b a b``, 1 for a sequence without an immediate repetition (0 when empty).
+
+    A teacher stuck in a decoding loop repeats a short phrase until the length cap; a
+    translation almost never repeats a phrase three times in a row.
+    """
+    best = 1 if tokens else 0
+    for n in range(1, max_n + 1):
+        streak = 0  # consecutive positions i with tokens[i] == tokens[i - n]
+        for i in range(n, len(tokens)):
+            streak = streak + 1 if tokens[i] == tokens[i - n] else 0
+            best = max(best, 1 + streak // n)
+    return best
+
+
 def select_targets(
     nbest: Mapping[int, Sequence[Hypothesis]],
     *,
@@ -406,6 +434,7 @@ def select_targets(
     sim: str = "bleu",
     remove_bpe_scheme: str | None = None,
     max_len_ratio: float | None = None,
+    max_repeats: int | None = None,
     dedup: bool = False,
     fallback: str = "gold",
     workers: int = 1,
@@ -416,18 +445,20 @@ def select_targets(
 
     Per sentence: pick a hypothesis (``strategy``), then drop it if it is empty, if
     its length ratio to the source exceeds ``max_len_ratio`` either way (subword
-    tokens), or (``dedup``) if the same (source, target) pair was already kept.
+    tokens), if some phrase of up to :data:`REPEAT_MAX_N` tokens occurs more than
+    ``max_repeats`` times in a row (a decoding loop, :func:`repeat_run`), or (``dedup``) if
+    the same (source, target) pair was already kept.
     Score filters: ``min_score`` drops a hypothesis whose n-best score is below it;
     ``filter_worst`` drops the ``filter_worst`` % of the sentences with a chosen hypothesis
     whose chosen hypothesis scores lowest (floor of the count; a sentence that an earlier
-    filter drops is counted there). The order is empty, length ratio, ``min_score``,
+    filter drops is counted there). The order is empty, length ratio, repeats, ``min_score``,
     ``filter_worst``, duplicate. A dropped or missing sentence keeps its reference
     (``fallback="gold"``) or gets no target (``fallback="drop"``).
 
     The report counts: ``sentences``, ``hypotheses`` (in the n-best), ``selected``
     (targets taken from the n-best), ``selected_rank_<r>`` and ``mean_selected_rank``,
-    ``empty`` / ``length_ratio`` / ``below_min_score`` / ``filter_worst`` / ``duplicate``
-    (dropped hypotheses by reason),
+    ``empty`` / ``length_ratio`` / ``repeats`` / ``below_min_score`` / ``filter_worst`` /
+    ``duplicate`` (dropped hypotheses by reason),
     ``missing`` (no n-best entry), ``fallback_gold``, ``dropped`` (no target),
     ``kept`` and ``mean_similarity`` over the chosen hypotheses (before filtering;
     only when references are given, ``similarity_sentences`` says over how many).
@@ -460,6 +491,7 @@ def select_targets(
             raise SeqKDError(f"--max-len-ratio must be >= 1, got {max_len_ratio}")
         if sources is None:
             raise SeqKDError("--max-len-ratio needs the source sentences (--source)")
+    check_max_repeats(max_repeats)
     out_of_range = [i for i in nbest if not (isinstance(i, int) and 0 <= i < size)]
     if out_of_range:
         first = min(out_of_range, key=lambda i: (not isinstance(i, int), i))
@@ -498,8 +530,8 @@ def select_targets(
     worst = _worst_scored(
         {i: nbest[i][rank].score for i, (rank, _) in chosen.items()}, filter_worst
     )
-    counts = {"empty": 0, "length_ratio": 0, "below_min_score": 0, "filter_worst": 0,
-              "duplicate": 0, "missing": 0, "fallback_gold": 0}
+    counts = {"empty": 0, "length_ratio": 0, "repeats": 0, "below_min_score": 0,
+              "filter_worst": 0, "duplicate": 0, "missing": 0, "fallback_gold": 0}
     rank_hist: Counter = Counter()
     sims: list[float] = []
     seen_pairs: set[tuple[str | None, str]] = set()
@@ -521,6 +553,8 @@ def select_targets(
                 src or "", tokens, max_len_ratio
             ):
                 counts["length_ratio"] += 1
+            elif max_repeats is not None and repeat_run(tokens.split()) > max_repeats:
+                counts["repeats"] += 1
             elif min_score is not None and score < min_score:
                 counts["below_min_score"] += 1
             elif i in worst:

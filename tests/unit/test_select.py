@@ -21,8 +21,10 @@ from fairseq_seqkd.distill.select import (
     SentenceScorer,
     plain_similarity,
     remove_bpe,
+    repeat_run,
     select_targets,
 )
+from fairseq_seqkd.errors import SeqKDError
 
 H = Hypothesis
 
@@ -531,3 +533,70 @@ def test_cli_score_filters(tmp_path, capsys):
                  "--output", str(out)]) == 1
     _assert_error(capsys, "--min-score needs the teacher's scores", "without scores")
     assert not out.exists()
+
+
+# ------------------------------------------------------------ decoding loops
+
+
+def _repeat_run_reference(tokens: list[str], max_n: int = 4) -> int:
+    """Brute force: for every start and every n, count copies of tokens[start:start+n]."""
+    best = 1 if tokens else 0
+    for n in range(1, max_n + 1):
+        for start in range(len(tokens) - n + 1):
+            copies = 1
+            phrase = tokens[start : start + n]
+            while tokens[start + copies * n : start + (copies + 1) * n] == phrase:
+                copies += 1
+            best = max(best, copies)
+    return best
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from("ab c"), max_size=24))
+def test_repeat_run_equals_brute_force(chars):
+    tokens = [c for c in chars if c != " "]
+    assert repeat_run(tokens) == _repeat_run_reference(tokens)
+
+
+def _words(text: str) -> list[str]:
+    return text.split()
+
+
+def test_repeat_run_hand_computed():
+    assert repeat_run(_words("x die pletzerge die pletzerge die pletzerge y")) == 3
+    assert repeat_run(_words("a b c a b c a b c a b c")) == 4
+    assert repeat_run(_words("the dog saw the cat")) == 1
+    assert repeat_run([]) == 0
+    # a phrase longer than 4 tokens is not looked for
+    assert repeat_run(_words("a b c d e a b c d e")) == 1
+
+
+def test_max_repeats_drops_loops_and_counts_them():
+    nbest = {0: [H("a b a b a b", -1.0)], 1: [H("a b a b", -1.0)], 2: [H("x x x", -1.0)]}
+    sel = select_targets(nbest, size=3, sources=None, references=["R0", "R1", "R2"],
+                         strategy="seq-kd", max_repeats=2)
+    assert sel.targets == ["R0", "a b a b", "R2"]
+    assert (sel.report["repeats"], sel.report["fallback_gold"]) == (2, 2)
+    assert select_targets(nbest, size=3, sources=None, references=None, strategy="seq-kd",
+                          fallback="drop", max_repeats=3).kept_indices == [0, 1, 2]
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(SeqKDError, match="--max-repeats must be an integer >= 1"):
+            select_targets(nbest, size=3, sources=None, references=None, strategy="seq-kd",
+                           fallback="drop", max_repeats=bad)
+
+
+def test_cli_max_repeats(tmp_path, capsys):
+    nbest, ref = tmp_path / "loop.nbest", tmp_path / "ref.txt"
+    write_nbest(nbest, [(0, [H("die katze die katze die katze", -0.1)]),
+                        (1, [H("der hund", -0.1)])])
+    ref.write_text("die katze\nder hund\n", encoding="utf-8")
+    out, report = tmp_path / "out.txt", tmp_path / "report.json"
+    assert main(["--nbest", str(nbest), "--reference", str(ref), "--max-repeats", "2",
+                 "--output", str(out), "--report", str(report)]) == 0
+    assert out.read_text(encoding="utf-8") == "die katze\nder hund\n"
+    assert json.loads(report.read_text(encoding="utf-8"))["repeats"] == 1
+    capsys.readouterr()
+    assert main(["--nbest", str(nbest), "--reference", str(ref), "--max-repeats", "0",
+                 "--output", str(tmp_path / "new.txt")]) == 1
+    _assert_error(capsys, "--max-repeats must be an integer >= 1", "got 0")
+    assert not (tmp_path / "new.txt").exists()
