@@ -740,9 +740,12 @@ class Benchmark(Pipeline):
     def _how(self) -> list[str]:
         p = self.preset
         counts = {t: count_lines(self.raw / f"{t}.{SRC}") for t in ("train", *self.test_sets)}
-        stages = self.stages()
+        stages = self.selected_stages()
         out = [
             "## How it was run", "",
+            *([f"- This run: `--only {','.join(self.only)}`, i.e. {len(stages)} of the "
+               f"{len(self.stages())} stages (those named and what they need); a row without "
+               "numbers was not run."] if self.only else []),
             f"- Corpus `{self.raw.name}` (`$CORPUS` below): {counts['train']:,} training "
             "pairs; test sets "
             + ", ".join(f"{t} ({counts[t]:,})" for t in self.test_sets)

@@ -267,3 +267,17 @@ def test_gkd_target_line_compares_the_best_gkd_row_with_seq_kd_word_kd(tmp_path)
         "- a GKD row at least 0.5 BLEU above Seq-KD + Word-KD, greedy on test: "
         "**not measured yet**")
     assert target(**{"seq-kd-word-kd": None}).endswith("greedy on test: **not measured yet**")
+
+
+def test_a_partial_run_page_names_its_stages_and_lists_only_their_commands(tmp_path):
+    """--only: the page says which stages the run had; the command list holds just those."""
+    corpus = make_corpus(tmp_path / "corpus")
+    bench = Benchmark(tmp_path / "out", BENCHMARK_PRESETS["ci"], corpus=corpus,
+                      only=("eval-seq-kd",))
+    how = "\n".join(bench._how())
+    names = [n for n in re.findall(r"^# ([\w.-]+): ", how, flags=re.M) if n != "in-process"]
+    assert names == ["sentencepiece", "preprocess", "teacher", "build-seq-kd", "seq-kd",
+                     "eval-seq-kd"]
+    assert f"`--only eval-seq-kd`, i.e. 6 of the {len(bench.stages())} stages" in how
+    assert "This run" not in "\n".join(Benchmark(tmp_path / "out", BENCHMARK_PRESETS["ci"],
+                                                 corpus=corpus)._how())
