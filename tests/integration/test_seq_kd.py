@@ -267,6 +267,26 @@ def test_score_filters_with_fallback_gold_keep_the_split_aligned(kd_dir, toy_bin
     setup_task(toy_bin, "--distilled-data", out)[0].load_dataset("train")  # still aligned
 
 
+def test_max_repeats_replaces_looping_targets_by_gold_and_redoes_only_selection(
+        kd_dir, toy_bin, teacher_ckpt, tmp_path, capsys):
+    from fairseq_seqkd.distill.select import repeat_run
+
+    out = tmp_path / "loops"
+    shutil.copytree(kd_dir[0], out)
+    best = {i: h[0].tokens for i, h in read_nbest(out / "seqkd" / "generate" /
+                                                  "train.nbest").items()}
+    looping = {i for i, t in best.items() if repeat_run(t.split()) > 1}
+    assert 0 < len(looping) < 600  # the toy teacher repeats a token somewhere, not everywhere
+    assert build.main(["--data", str(toy_bin), "--teacher", str(teacher_ckpt), "--output",
+                       str(out), "--strategy", "seq-kd", "--max-repeats", "1", *BUILD]) == 0
+    log = capsys.readouterr().out
+    assert stages(log) == {"generate": "skipped", "select": "running", "binarize": "running"}
+    report = json.loads((out / "seqkd" / "select" / "report.json").read_text())
+    assert report["repeats"] == report["fallback_gold"] == len(looping)
+    gold_tgt = lines(toy_bin, "tgt")
+    assert lines(out, "tgt") == [gold_tgt[i] if i in looping else best[i] for i in range(600)]
+
+
 def test_python_api_builds_the_same_data_as_the_cli(kd_dir, toy_bin, teacher_ckpt, tmp_path):
     from fairseq_seqkd.distill.build import build_distilled_data
 
@@ -299,6 +319,7 @@ def test_python_api_builds_the_same_data_as_the_cli(kd_dir, toy_bin, teacher_ckp
     (["--filter-worst", "-5"], r"--filter-worst must be in \[0, 100\) .*got -5.0$"),
     (["--filter-worst", "ten"], r"argument --filter-worst: invalid float value: 'ten'"),
     (["--min-score", "nan"], r"--min-score must be a number, got nan$"),
+    (["--max-repeats", "0"], r"--max-repeats must be an integer >= 1, got 0$"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(toy_bin, teacher_ckpt, tmp_path, capsys,
                                                   args, message):
