@@ -817,7 +817,7 @@ class Pipeline:
                         if len(running) >= jobs or alone:
                             break
                         if stage.exclusive and running:
-                            continue
+                            break  # drain: later stages would starve it
                         pending.remove(stage)
                         running[pool.submit(self.run_stage, stage, index[stage.name],
                                             len(stages))] = stage

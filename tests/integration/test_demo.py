@@ -332,6 +332,32 @@ def test_only_runs_the_named_stages_and_what_they_need_and_after_orders_only(tmp
     assert fresh.trace.index("c") < fresh.trace.index("d")  # with 2 jobs d still waits for c
 
 
+class _Exclusive(Pipeline):
+    """a (slow), then x (exclusive, ready at once), then b in the list: x must not wait for b."""
+
+    def stages(self) -> list[Stage]:
+        def stage(name: str, seconds: float, exclusive: bool = False) -> Stage:
+            made = self.out / f"{name}.txt"
+
+            def run(log, name=name, made=made):
+                self.trace.append(f"{name}+")
+                time.sleep(seconds)
+                self.trace.append(f"{name}-")
+                made.write_text(name)
+            return Stage(name, name, [], [made], func=run, func_key={"name": name},
+                         exclusive=exclusive)
+        return [stage("a", 0.3), stage("x", 0.05, exclusive=True), stage("b", 0.3)]
+
+
+def test_a_ready_exclusive_stage_is_not_starved_by_later_stages(tmp_path):
+    """It used to be skipped while anything ran, so the stages after it in the list took the
+    free slot, and a speed measurement waited for every long training to end."""
+    pipeline = _Exclusive(tmp_path, PRESETS["ci"], jobs=2, stream=io.StringIO())
+    pipeline.trace = []
+    pipeline.run()
+    assert pipeline.trace == ["a+", "a-", "x+", "x-", "b+", "b-"]
+
+
 def test_only_with_an_unknown_stage_is_one_line_naming_the_option(tmp_path):
     proc = demo(tmp_path / "out", "--only", "teacher,no-such-stage", "--dry-run", check=False)
     assert proc.returncode == 1
