@@ -809,10 +809,24 @@ class Pipeline:
         running: dict[Future, Stage] = {}
         with ThreadPoolExecutor(max_workers=jobs) as pool:
             try:
-                while pending or running:
-                    ready = [s for s in pending if all(d in done for d in s.deps) and all(
+                def ready() -> list[Stage]:
+                    return [s for s in pending if all(d in done for d in s.deps) and all(
                         a in done or a not in selected for a in s.after)]
-                    for stage in ready:
+
+                while pending or running:
+                    # stages done before are skipped here and now, in order, so that what
+                    # starts next is chosen knowing them (an exclusive stage whose inputs
+                    # were done must not lose its turn to a later stage)
+                    skipped = True
+                    while skipped:
+                        skipped = False
+                        for stage in ready():
+                            if self._is_done(stage, self._key(stage)):
+                                pending.remove(stage)
+                                done[stage.name] = self.run_stage(stage, index[stage.name],
+                                                                  len(stages))
+                                skipped = True
+                    for stage in ready():
                         alone = any(r.exclusive for r in running.values())
                         if len(running) >= jobs or alone:
                             break
@@ -821,7 +835,9 @@ class Pipeline:
                         pending.remove(stage)
                         running[pool.submit(self.run_stage, stage, index[stage.name],
                                             len(stages))] = stage
-                    if not running:  # pragma: no cover - a dependency no stage provides
+                    if not running:
+                        if not pending:
+                            break  # the last stages were skipped
                         raise RuntimeError(f"stages {[s.name for s in pending]} never start")
                     finished, _ = wait(running, return_when=FIRST_COMPLETED)
                     for future in finished:

@@ -358,6 +358,27 @@ def test_a_ready_exclusive_stage_is_not_starved_by_later_stages(tmp_path):
     assert pipeline.trace == ["a+", "a-", "x+", "x-", "b+", "b-"]
 
 
+class _AfterDone(_Exclusive):
+    """d, then x (exclusive, reads d), then b (independent) in the list."""
+
+    def stages(self) -> list[Stage]:
+        a, x, b = super().stages()
+        return [replace(a, name="d"), replace(x, deps=["d"]), b]
+
+
+def test_an_exclusive_stage_whose_inputs_were_done_before_runs_first(tmp_path):
+    """In a resumed run the done stages are skipped before anything starts: x's input is
+    already there, so x runs before b (it lost its turn to b while d was being skipped)."""
+    first = _AfterDone(tmp_path, PRESETS["ci"], jobs=2, stream=io.StringIO(), only=("d",))
+    first.trace = []
+    first.run()
+    again = _AfterDone(tmp_path, PRESETS["ci"], jobs=2, stream=io.StringIO())
+    again.trace = []
+    runs = again.run()
+    assert again.trace == ["x+", "x-", "b+", "b-"]
+    assert [r.name for r in runs if r.skipped] == ["d"]
+
+
 def test_only_with_an_unknown_stage_is_one_line_naming_the_option(tmp_path):
     proc = demo(tmp_path / "out", "--only", "teacher,no-such-stage", "--dry-run", check=False)
     assert proc.returncode == 1
