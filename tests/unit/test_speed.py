@@ -41,3 +41,26 @@ def test_table_speed_up_is_against_the_reference_at_the_same_batch():
     assert lines[2].startswith("| teacher | fairseq | 5 | 1 | 100 | 1.0x | 36.00 |")
     assert "| student (CT2 int8) | ctranslate2 int8 | 1 | 1 | 3,000 | 30.0x | 33.70 |" in table
     assert "| student (CT2 int8) | ctranslate2 int8 | 1 | 64 | 15,000 | 15.0x |" in table
+
+
+def test_best_deployed_student_is_the_fastest_within_the_bleu_bound():
+    """A faster int8 student that loses 0.8 BLEU is not the best; the slower one that loses
+    nothing is (the Multi30k deep-shallow student against the 2+2 one)."""
+    made = rows(40.0, 40.0, 33.2)  # "student (CT2 int8)": 40x, -0.8 BLEU
+    for batch, teacher_tps in ((1, 100.0), (64, 1000.0)):
+        made += [SpeedRow("deep-shallow", "fairseq", 1, batch, 10, int(5 * teacher_tps), 1.0,
+                          34.5),
+                 SpeedRow("deep-shallow (CT2 int8)", "ctranslate2 int8", 1, batch, 10,
+                          int(30 * teacher_tps), 1.0, 34.5)]
+    twins = {"student (CT2 int8)": "student", "deep-shallow (CT2 int8)": "deep-shallow"}
+    targets = deployment_targets(made, "teacher", "teacher (CT2 int8)",
+                                 ["student (CT2 int8)", "deep-shallow (CT2 int8)"], twins)
+    assert "(deep-shallow (CT2 int8))" in targets[0].text and targets[0].met
+    assert "34.50 vs 34.50, +0.00" in targets[1].text and targets[1].met
+    # when no student is within the bound, the fastest is judged (and its BLEU target missed)
+    worse = [r if r.label != "deep-shallow (CT2 int8)" else
+             SpeedRow(r.label, r.engine, r.beam, r.batch, r.sentences, r.tokens, r.seconds, 33.5)
+             for r in made]
+    targets = deployment_targets(worse, "teacher", "teacher (CT2 int8)",
+                                 ["student (CT2 int8)", "deep-shallow (CT2 int8)"], twins)
+    assert "(student (CT2 int8))" in targets[0].text and not targets[1].met
