@@ -208,7 +208,9 @@ def deployment_targets(rows: Sequence[SpeedRow], reference: str, same_engine: st
     if twin is not None and drop is not None:
         targets.append(Target(f"its BLEU at most {max_bleu_drop} below the same student's "
                               f"fairseq greedy ({by[best, b0].bleu:.2f} vs "
-                              f"{by[twin, b0].bleu:.2f}, {-drop:+.2f})", drop <= max_bleu_drop))
+                              f"{by[twin, b0].bleu:.2f}, "
+                              f"{by[best, b0].bleu - by[twin, b0].bleu:+.2f})",
+                              drop <= max_bleu_drop))
     for b in batches:
         if (same_engine, b) in by and (best, b) in by:
             ratio = by[best, b].tokens_per_second / by[same_engine, b].tokens_per_second
