@@ -49,7 +49,16 @@ from ..distill.build import WORK_DIR
 from ..distill.evaluate import bleu, read_decoding
 from ..errors import SeqKDError
 from .corpus import CorpusSpec, count_lines
-from .pipeline import GKD_LAMBDA, MODELS, SRC, TGT, ModelSpec, Pipeline, Stage
+from .pipeline import (
+    GKD_LAMBDA,
+    MODELS,
+    SRC,
+    TGT,
+    ModelSpec,
+    Pipeline,
+    Stage,
+    stages_needed,
+)
 from .presets import Arch, Preset
 from .report import ModelResult, plot_results
 
@@ -740,11 +749,12 @@ class Benchmark(Pipeline):
     def _how(self) -> list[str]:
         p = self.preset
         counts = {t: count_lines(self.raw / f"{t}.{SRC}") for t in ("train", *self.test_sets)}
-        stages = self.selected_stages()
+        every = self.stages()
+        stages = stages_needed(every, self.only)
         out = [
             "## How it was run", "",
             *([f"- This run: `--only {','.join(self.only)}`, i.e. {len(stages)} of the "
-               f"{len(self.stages())} stages (those named and what they need); a row without "
+               f"{len(every)} stages (those named and what they need); a row without "
                "numbers was not run."] if self.only else []),
             f"- Corpus `{self.raw.name}` (`$CORPUS` below): {counts['train']:,} training "
             "pairs; test sets "

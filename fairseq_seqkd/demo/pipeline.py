@@ -243,6 +243,26 @@ def all_register_references(spec: CorpusSpec, raw: Path, split: str = "test") ->
     return renderings
 
 
+def stages_needed(stages: list[Stage], only: Sequence[str]) -> list[Stage]:
+    """The stages ``only`` names and every stage they depend on, in run order (all of them
+    when ``only`` is empty)."""
+    if not only:
+        return stages
+    by_name = {s.name: s for s in stages}
+    unknown = [name for name in only if name not in by_name]
+    if unknown:
+        raise SeqKDError(f"--only: no stage named {unknown[0]!r} (stages: "
+                         f"{', '.join(by_name)})")
+    wanted: set[str] = set()
+    todo = list(only)
+    while todo:
+        name = todo.pop()
+        if name not in wanted:
+            wanted.add(name)
+            todo.extend(d for d in by_name[name].deps if d in by_name)
+    return [s for s in stages if s.name in wanted]
+
+
 class Pipeline:
     """Builds the stage list for one output directory and runs it."""
 
@@ -599,24 +619,8 @@ class Pipeline:
         print(message, file=self.stream, flush=True)
 
     def selected_stages(self) -> list[Stage]:
-        """The stages ``only`` names and every stage they depend on, in run order (all of
-        them when ``only`` is empty)."""
-        stages = self.stages()
-        if not self.only:
-            return stages
-        by_name = {s.name: s for s in stages}
-        unknown = [name for name in self.only if name not in by_name]
-        if unknown:
-            raise SeqKDError(f"--only: no stage named {unknown[0]!r} (stages: "
-                             f"{', '.join(by_name)})")
-        wanted: set[str] = set()
-        todo = list(self.only)
-        while todo:
-            name = todo.pop()
-            if name not in wanted:
-                wanted.add(name)
-                todo.extend(d for d in by_name[name].deps if d in by_name)
-        return [s for s in stages if s.name in wanted]
+        """The stages of this run: :func:`stages_needed` for ``only``."""
+        return stages_needed(self.stages(), self.only)
 
     def _stamp_path(self, name: str, started: bool = False) -> Path:
         return self.out / "stamps" / (f"{name}.started.json" if started else f"{name}.json")
@@ -813,19 +817,21 @@ class Pipeline:
                     return [s for s in pending if all(d in done for d in s.deps) and all(
                         a in done or a not in selected for a in s.after)]
 
+                checked: set[str] = set()  # ready stages already tested for "done before"
                 while pending or running:
-                    # stages done before are skipped here and now, in order, so that what
-                    # starts next is chosen knowing them (an exclusive stage whose inputs
-                    # were done must not lose its turn to a later stage)
-                    skipped = True
-                    while skipped:
-                        skipped = False
-                        for stage in ready():
+                    # a stage done before is skipped as soon as it is ready, in order, so that
+                    # what starts next is chosen knowing it (an exclusive stage whose inputs
+                    # were done must not lose its turn to a later stage); its key, once its
+                    # inputs are done, does not change, so each stage is tested once
+                    fresh = [s for s in ready() if s.name not in checked]
+                    while fresh:
+                        for stage in fresh:
+                            checked.add(stage.name)
                             if self._is_done(stage, self._key(stage)):
                                 pending.remove(stage)
                                 done[stage.name] = self.run_stage(stage, index[stage.name],
                                                                   len(stages))
-                                skipped = True
+                        fresh = [s for s in ready() if s.name not in checked]
                     for stage in ready():
                         alone = any(r.exclusive for r in running.values())
                         if len(running) >= jobs or alone:

@@ -179,8 +179,8 @@ def deployment_targets(rows: Sequence[SpeedRow], reference: str, same_engine: st
     batches = sorted({r.batch for r in rows if r.label == reference})
     targets: list[Target] = []
 
-    def bleu_drop(label: str) -> float | None:
-        twin, b = fairseq_student.get(label), batches[-1] if batches else None
+    def bleu_drop(label: str) -> float | None:  # at the largest batch, None if unknown
+        twin, b = fairseq_student.get(label), batches[-1]
         if twin is None or (twin, b) not in by or (label, b) not in by:
             return None
         ours, theirs = by[label, b].bleu, by[twin, b].bleu
@@ -203,9 +203,9 @@ def deployment_targets(rows: Sequence[SpeedRow], reference: str, same_engine: st
     targets.append(Target(f"best deployed student ({best}) at least {min_speedup:g}x the "
                           f"{reference} tokens/s at every batch size ({ratios})",
                           best_min >= min_speedup))
-    twin, b0 = fairseq_student.get(best), batches[-1]
     drop = bleu_drop(best)
-    if twin is not None and drop is not None:
+    if drop is not None:
+        twin, b0 = fairseq_student[best], batches[-1]
         targets.append(Target(f"its BLEU at most {max_bleu_drop} below the same student's "
                               f"fairseq greedy ({by[best, b0].bleu:.2f} vs "
                               f"{by[twin, b0].bleu:.2f}, "

@@ -103,10 +103,7 @@ class BuildOptions:
         if self.max_len_ratio is not None and not self.max_len_ratio >= 1.0:
             raise SeqKDError(f"--max-len-ratio must be >= 1, got {self.max_len_ratio}")
         check_max_repeats(self.max_repeats)
-        try:
-            check_score_filters(self.filter_worst, self.min_score)
-        except ValueError as exc:
-            raise SeqKDError(str(exc)) from None
+        check_score_filters(self.filter_worst, self.min_score)
         # recorded as floats, so filter_worst=10 from Python and --filter-worst 10 match
         self.filter_worst = float(self.filter_worst)
         if self.min_score is not None:
