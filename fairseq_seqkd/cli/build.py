@@ -77,6 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cpu", action="store_true", help="decode on the CPU")
     p.add_argument("--batch-size", type=int, default=None, metavar="B",
                    help="sentences per decoding batch")
+    p.add_argument("--max-len-a", type=float, default=None, metavar="A",
+                   help="as fairseq-generate's: hypotheses end at A * source length + "
+                   "--max-len-b tokens (default 0)")
+    p.add_argument("--max-len-b", type=int, default=None, metavar="B",
+                   help="as fairseq-generate's (default 200)")
     p.add_argument("--split", default="train", help="split to distill (default: train)")
     p.add_argument("--teacher-data", default=None, metavar="DIR", help=TEACHER_DATA_HELP)
     return p

@@ -78,6 +78,10 @@ class BuildOptions:
     workers: int = 1  # processes scoring similarities
     cpu: bool = False  # decode on the CPU
     batch_size: int | None = None  # sentences per decoding batch
+    # fairseq-generate's output cap, max_len_a * source length + max_len_b (None: fairseq's
+    # 0 and 200): a teacher caught in a loop stops there instead of at 200 tokens
+    max_len_a: float | None = None
+    max_len_b: int | None = None
     split: str = "train"
     teacher_data: str | None = None  # directory of the teacher's dict.*.txt (--teacher-data)
 
@@ -98,6 +102,10 @@ class BuildOptions:
             log("warning: seq-inter with --nbest 1 selects the teacher's best, as seq-kd does")
         if self.workers < 1:
             raise SeqKDError(f"--workers must be >= 1, got {self.workers}")
+        if self.max_len_a is not None and self.max_len_a < 0:
+            raise SeqKDError(f"--max-len-a must be >= 0, got {self.max_len_a}")
+        if self.max_len_b is not None and self.max_len_b < 1:
+            raise SeqKDError(f"--max-len-b must be >= 1, got {self.max_len_b}")
         if self.batch_size is not None and self.batch_size < 1:
             raise SeqKDError(f"--batch-size must be >= 1, got {self.batch_size}")
         if self.max_len_ratio is not None and not self.max_len_ratio >= 1.0:
@@ -360,6 +368,9 @@ def run_generate(
         argv.append("--cpu")
     if opts.batch_size:
         argv += ["--batch-size", str(opts.batch_size)]
+    for flag, value in (("--max-len-a", opts.max_len_a), ("--max-len-b", opts.max_len_b)):
+        if value is not None:
+            argv += [flag, str(value)]
     start = time.perf_counter()
     log(generate_nbest(argv).describe())
     seconds = time.perf_counter() - start
@@ -494,6 +505,9 @@ def build_distilled_data(
     generate = Stage(out, "generate", 1, {
         "data": bin_.fingerprint(), "teacher": _stat(teachers), "beam": opts.beam,
         "nbest": opts.nbest,
+        # only when set: n-best files made before the options keep their record
+        **{name: value for name, value in (("max_len_a", opts.max_len_a),
+                                           ("max_len_b", opts.max_len_b)) if value is not None},
     })
     done = generate.done()
     nbest = None

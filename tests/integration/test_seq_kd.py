@@ -320,6 +320,8 @@ def test_python_api_builds_the_same_data_as_the_cli(kd_dir, toy_bin, teacher_ckp
     (["--filter-worst", "ten"], r"argument --filter-worst: invalid float value: 'ten'"),
     (["--min-score", "nan"], r"--min-score must be a number, got nan$"),
     (["--max-repeats", "0"], r"--max-repeats must be an integer >= 1, got 0$"),
+    (["--max-len-a", "-1"], r"--max-len-a must be >= 0, got -1\.0$"),
+    (["--max-len-b", "0"], r"--max-len-b must be >= 1, got 0$"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(toy_bin, teacher_ckpt, tmp_path, capsys,
                                                   args, message):
@@ -334,6 +336,19 @@ def test_bad_input_is_one_line_and_writes_nothing(toy_bin, teacher_ckpt, tmp_pat
     assert len(err) == 1 and err[0].startswith("seqkd-build: error: ")
     assert re.search(message, err[0]), err[0]
     assert not out.exists()
+
+
+def test_max_len_caps_the_teachers_hypotheses_and_is_recorded(toy_bin, teacher_ckpt, tmp_path):
+    out = tmp_path / "capped"
+    run_cli("seqkd-build", "--data", toy_bin, "--teacher", teacher_ckpt, "--output", out,
+            "--strategy", "seq-kd", *BUILD, "--max-len-a", "0", "--max-len-b", "3")
+    generate = out / "seqkd" / "generate"
+    rows = [line.split("\t") for line in (generate / "train.nbest").read_text().splitlines()]
+    assert len({int(r[0]) for r in rows}) == 600
+    # the toy targets have 3 to 8 words; uncapped, the teacher writes most of them in full
+    assert max(len(r[3].split()) for r in rows) <= 3
+    record = json.loads((generate / "done.json").read_text())
+    assert record["options"]["max_len_a"] == 0 and record["options"]["max_len_b"] == 3
 
 
 def test_teacher_with_other_dictionaries_is_refused(teacher_ckpt, tmp_path, capsys):
