@@ -12,12 +12,14 @@ files their own decoding stages wrote with :func:`read_decoding` and :func:`bleu
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..commands import console_script
 from ..errors import SeqKDError
@@ -103,17 +105,24 @@ def read_references(path: str | os.PathLike) -> list[str]:
 def bleu(hypotheses: Sequence[str], *references: Sequence[str]) -> tuple[float, str]:
     """sacrebleu corpus BLEU with default options against one or more reference streams;
     returns ``(score, signature)``."""
-    from sacrebleu.metrics import BLEU
-
     for refs in references:
         if len(hypotheses) != len(refs):
             raise SeqKDError(
                 f"{len(hypotheses)} hypotheses for {len(refs)} references; the test set and "
                 "the decoded data-bin differ"
             )
-    metric = BLEU()
-    score = metric.corpus_score(list(hypotheses), [list(r) for r in references])
+    metric = _bleu_scorer(tuple(tuple(r) for r in references))
+    score = metric.corpus_score(list(hypotheses), None)
     return score.score, str(metric.get_signature())
+
+
+@functools.lru_cache(maxsize=8)
+def _bleu_scorer(references: tuple[tuple[str, ...], ...]) -> Any:
+    """A sacrebleu BLEU holding the references' n-gram statistics: scoring many systems
+    against one test set tokenizes its references once (two thirds of the time otherwise)."""
+    from sacrebleu.metrics import BLEU
+
+    return BLEU(references=[list(r) for r in references])
 
 
 @dataclass(frozen=True)
