@@ -18,9 +18,11 @@ $(VENV)/.installed: setup.py
 	$(PY) -m pip install --no-build-isolation -e ".[test,plot,deploy]"
 	touch $@
 
+# tests run one process per core (pytest-xdist); whole files per process, so a module's shared
+# fixture (the demo's and the benchmark's end-to-end runs) is built once
 test: venv
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest tests -q
+	$(PY) -m pytest tests -q -n auto --dist loadfile --durations=25
 
 lint: venv
 	$(VENV)/bin/ruff check .

@@ -33,7 +33,7 @@ setup(
         "tensorboardX",
     ],
     extras_require={
-        "test": ["pytest", "hypothesis", "ruff"],
+        "test": ["pytest", "pytest-xdist", "hypothesis", "ruff"],
         "plot": ["matplotlib"],
         # the served student: seqkd-export --format ctranslate2, seqkd-translate
         "deploy": ["ctranslate2>=4.5"],
