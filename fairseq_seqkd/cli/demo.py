@@ -6,9 +6,11 @@ Examples::
     seqkd-demo --corpus ../shared/data/multi30k-en-de --preset small --out demo-multi30k
     seqkd-demo --dry-run                         # print every stage's commands, run nothing
 
-Teacher, baseline student, Word-KD, Seq-KD, Seq-Inter, Seq-KD + Word-KD and a pruned Seq-KD
-student are trained with stock ``fairseq-train`` and the project's own tools, then decoded
-greedily and with beam search by stock ``fairseq-generate``. The results table goes to the
+Teacher, baseline student, Word-KD, Seq-KD, Seq-Inter, Seq-KD + Word-KD, deep-shallow, GKD and
+pruned Seq-KD students are trained with stock ``fairseq-train`` and the project's own tools,
+the Seq-KD students exported to CTranslate2 int8, then every model is decoded greedily and with
+beam search in one process, alone (fairseq's generation pipeline, as ``fairseq-generate`` runs
+it, and ``seqkd-translate``'s Translator). The results table goes to the
 terminal and to ``OUT/results.md`` with a plot ``OUT/results.png``. Completed stages are
 skipped on a second run (delete ``OUT`` to start over).
 """
@@ -63,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "for a script with many characters (Japanese, Chinese)")
     parser.add_argument("--jobs", type=int, default=max(1, min(cores(), 4)), metavar="N",
                         help="independent training/distillation stages run at once (default: "
-                        "the CPU cores, at most 4); the decoding stages are always timed alone")
+                        "the CPU cores, at most 4); the decoding stage always runs alone")
     add_only_option(parser)
     parser.add_argument("--dry-run", action="store_true",
                         help="print the stages and their commands, run nothing")

@@ -45,10 +45,10 @@ from ..deploy.speed import (
     measure_deployment,
     speed_table,
 )
-from ..distill.build import WORK_DIR
 from ..distill.evaluate import bleu, read_decoding
 from ..errors import SeqKDError
 from .corpus import CorpusSpec, count_lines
+from .decode import decoding_json, read_decoding_run
 from .pipeline import (
     GKD_LAMBDA,
     MODELS,
@@ -70,10 +70,8 @@ class BenchmarkPreset(Preset):
     """A demo preset plus the benchmark's fine-tuning, cache, pruning and speed settings."""
 
     finetune_epochs: int = 2
-    kd_topk: int = 8
     prune_ratios: tuple[float, ...] = (0.5, 0.8, 0.9)
     divergences: tuple[str, ...] = ("reverse_kl", "js", "tvd")
-    cache_max_tokens: int = 4096
     gkd_betas: tuple[float, ...] = (0.1, 0.5)
     filter_worst: float = 10.0  # % of the Seq-KD data dropped by teacher score
 
@@ -186,23 +184,6 @@ class Benchmark(Pipeline):
 
     # ------------------------------------------------------------------ commands
 
-    def _cache(self, data: Path, cache: Path, split: str) -> list[str]:
-        p = self.preset
-        return [
-            console_script("seqkd-cache-teacher"), str(data), "--user-dir", self.plugin,
-            "--path", str(self.out / MODELS[0].checkpoint), "--gen-subset", split,
-            "--kd-topk", str(p.kd_topk), "--max-tokens", str(p.cache_max_tokens),
-            "--cpu", "--num-workers", "0", "--no-progress-bar", "--output", str(cache),
-        ]  # fmt: skip
-
-    def _cached_word_kd(self, cache: Path, divergence: str = "kl") -> list[str]:
-        p = self.preset
-        return [
-            "--task", "translation_kd", "--teacher-cache", str(cache), "--criterion", "word_kd",
-            "--label-smoothing", str(p.label_smoothing), "--kd-alpha", str(p.kd_alpha),
-            "--kd-topk", str(p.kd_topk), "--kd-divergence", divergence,
-        ]  # fmt: skip
-
     def _finetune(self, data: Path, model: ModelSpec, start: ModelSpec, *extra: str,
                   arch: Arch | None = None) -> list[str]:
         p = self.preset
@@ -223,7 +204,6 @@ class Benchmark(Pipeline):
         base = {s.name: s for s in super().stages()}
         stages = [base["sentencepiece"], base["preprocess"], base["teacher"], base["baseline"]]
         seqkd_data, inter_data = out / "data-seq-kd", out / "data-seq-inter"
-        caches = {name: out / f"cache-{name}" for name in ("gold", "seq-kd", "seq-inter")}
 
         def model_stage(model: ModelSpec, description: str, command: list[str],
                         deps: list[str], after: tuple[str, ...] = ()) -> Stage:
@@ -231,42 +211,34 @@ class Benchmark(Pipeline):
             return Stage(model.key, description, [command], [save / "checkpoint_best.pt"],
                          deps=deps, after=list(after), clean=[save])
 
-        def cache_stage(name: str, data: Path, deps: list[str]) -> Stage:
-            cache = caches[name]
-            return Stage(f"cache-{name}", f"teacher top-{p.kd_topk} cache on the {name} targets",
-                         # word_kd refuses to validate on a split without a cache
-                         [self._cache(data, cache, split) for split in ("train", "valid")],
-                         [cache / "train.cache.json", cache / "valid.cache.json"],
-                         deps=[*deps, "teacher"], clean=[cache])
-
         ls = self._ls()
         stages += [
             base["build-seq-kd"],
             base["seq-kd"],
-            cache_stage("gold", self.data, ["preprocess"]),
+            self._cache_stage("gold", self.data, ["preprocess"]),
             model_stage(by_key["word-kd"], f"Word-KD student (cached top-{p.kd_topk})",
-                        self._student(self.data, "word-kd", *self._cached_word_kd(caches["gold"])),
+                        self._student(self.data, "word-kd", *self._cached_word_kd("gold")),
                         ["cache-gold"]),
             base["build-seq-inter"],
             model_stage(by_key["seq-kd-seq-inter"], "Seq-KD student fine-tuned on Seq-Inter",
                         self._finetune(inter_data, by_key["seq-kd-seq-inter"], _SEQ_KD, *ls),
                         ["seq-kd", "build-seq-inter"]),
-            cache_stage("seq-kd", seqkd_data, ["build-seq-kd"]),
+            self._cache_stage("seq-kd", seqkd_data, ["build-seq-kd"]),
             model_stage(by_key["seq-kd-word-kd"], "Seq-KD + Word-KD student",
                         self._student(seqkd_data, "seq-kd-word-kd",
-                                      *self._cached_word_kd(caches["seq-kd"])),
+                                      *self._cached_word_kd("seq-kd")),
                         ["cache-seq-kd"]),
             model_stage(by_key["baseline-seq-inter"], "baseline fine-tuned on Seq-Inter",
                         self._finetune(inter_data, by_key["baseline-seq-inter"], MODELS[1], *ls),
                         ["baseline", "build-seq-inter"]),
-            cache_stage("seq-inter", inter_data, ["build-seq-inter"]),
+            self._cache_stage("seq-inter", inter_data, ["build-seq-inter"]),
             model_stage(by_key["word-kd-seq-inter"], "Word-KD student fine-tuned on Seq-Inter",
                         self._finetune(inter_data, by_key["word-kd-seq-inter"], MODELS[2],
-                                       *self._cached_word_kd(caches["seq-inter"])),
+                                       *self._cached_word_kd("seq-inter")),
                         ["word-kd", "cache-seq-inter"]),
             model_stage(by_key["all-three"], "Seq-KD + Word-KD student fine-tuned on Seq-Inter",
                         self._finetune(inter_data, by_key["all-three"], MODELS[5],
-                                       *self._cached_word_kd(caches["seq-inter"])),
+                                       *self._cached_word_kd("seq-inter")),
                         ["seq-kd-word-kd", "cache-seq-inter"]),
             model_stage(by_key["teacher-seq-inter"], "teacher fine-tuned on Seq-Inter",
                         self._finetune(inter_data, by_key["teacher-seq-inter"], MODELS[0], *ls,
@@ -293,7 +265,7 @@ class Benchmark(Pipeline):
                 self._student(seqkd_data, model.key, *self._gkd(beta)), ["seq-kd"],
                 ("speed",)))
         filtered_data = out / "data-seq-kd-filtered"
-        stages.append(self._filtered_build_stage(seqkd_data, filtered_data))
+        stages.append(self._filtered_build_stage(filtered_data))
         stages.append(model_stage(
             self.filtered_model, f"student on the Seq-KD data less its worst-scored "
             f"{p.filter_worst:g} %", self._student(filtered_data, self.filtered_model.key, *ls),
@@ -302,7 +274,7 @@ class Benchmark(Pipeline):
             stages.append(model_stage(  # beyond the paper: after the speed measurement
                 model, f"word-level KD with {divergence} (cached top-{p.kd_topk})",
                 self._student(self.data, model.key,
-                              *self._cached_word_kd(caches["gold"], divergence)),
+                              *self._cached_word_kd("gold", divergence)),
                 ["cache-gold"], ("speed",)))
         ordered: list[Stage] = []
         for stage in stages:  # each model's decoding right after it
@@ -311,30 +283,38 @@ class Benchmark(Pipeline):
                 ordered.append(self._eval_stage(by_key[stage.name]))
         return ordered
 
-    def _filtered_build_stage(self, seqkd_data: Path, filtered_data: Path) -> Stage:
+    def _filtered_build_stage(self, filtered_data: Path) -> Stage:
         """The Seq-KD data less its worst-scored sentences (dropped, not replaced by the gold
-        ones). seqkd-build skips a decoding whose record matches its options, so a copy of the
-        Seq-KD build's n-best (same data, teacher and beam) saves decoding the train set again."""
+        ones), from the Seq-KD build's n-best."""
         p = self.preset
-        generate = Path(WORK_DIR) / "generate"
-        return Stage(
+        return self._rebuild(
             "build-seq-kd-filtered", f"Seq-KD data less the {p.filter_worst:g} % of sentences "
             "with the lowest teacher score (the Seq-KD build's n-best)",
-            [["cp", "-R", str(seqkd_data / generate), str(filtered_data / generate)],
-             self._build("seq-kd", filtered_data, "--filter-worst", f"{p.filter_worst:g}",
-                         "--fallback", "drop")],
-            [filtered_data / "train.src-tgt.tgt.bin", filtered_data / "dict.tgt.txt"],
-            deps=["build-seq-kd"], clean=[filtered_data], mkdirs=[filtered_data / WORK_DIR],
-            resumes=False,  # cp -R into an existing copy would nest it
+            "seq-kd", filtered_data, "--filter-worst", f"{p.filter_worst:g}", "--fallback", "drop",
         )
 
     def _eval_stage(self, model: ModelSpec) -> Stage:
-        beams = (1, self.preset.beam)
-        runs = [(t, b) for t in self.test_sets for b in beams]
-        files = [self.eval_file(model, b, t) for t, b in runs]
+        """One model on every test set, greedy and beam K, in one process (beside other
+        stages: its speed is not reported; the speed stages measure that alone)."""
+        command, files = self._decode_command([model])
         return Stage(f"eval-{model.key}", f"decode {', '.join(self.test_sets)}: {model.label}",
-                     [self._generate(model, b, t) for t, b in runs], files, deps=[model.stage],
-                     clean=files, mkdirs=[self.out / "eval"], captures=list(files))
+                     [command], files, deps=[model.stage], clean=files,
+                     mkdirs=[self.out / "eval"])
+
+    def _generate(self, model: ModelSpec, beam: int, batch_size: int) -> list[str]:
+        """fairseq-generate on the first test set: the speed stage times it by its own clock."""
+        test_set = self.test_sets[0]
+        return [
+            console_script("fairseq-generate"), str(self.data),
+            *(["--user-dir", self.plugin] if model.plugin else []),
+            "--path", str(self.out / model.checkpoint), "--gen-subset", self.subset(test_set),
+            "--beam", str(beam), "--nbest", "1", "--batch-size", str(batch_size),
+            "--max-len-a", "1.5", "--max-len-b", "10",
+            "--remove-bpe", "sentencepiece", "--cpu", "--num-workers", "0",
+            # fairseq drops a last batch that is not a multiple of this (8 by default;
+            # facebookresearch/fairseq#5036): every test sentence must be translated
+            "--required-batch-size-multiple", "1",
+        ]  # fmt: skip
 
     def _deploy_dir(self, label: str) -> Path:
         return self.out / "deploy" / label.replace(" ", "-").replace("(", "").replace(")", "")
@@ -450,10 +430,10 @@ class Benchmark(Pipeline):
             hyps = {}
             for test_set in self.test_sets:
                 for b in (1, beam):
-                    path = self.eval_file(model, b, test_set)
-                    score = None
-                    if path.exists():
-                        hyps[test_set, b] = read_decoding(path).hypotheses
+                    subset, score = self.subset(test_set), None
+                    if decoding_json(self.out / "eval", model.key).exists():
+                        hyps[test_set, b] = read_decoding_run(self.out / "eval", model.key,
+                                                              subset, b).hypotheses
                         score, signature = bleu(hyps[test_set, b], refs[test_set])
                     entry[f"{test_set}.beam{b}"] = score
             first = self.test_sets[0]
@@ -769,6 +749,10 @@ class Benchmark(Pipeline):
             f"beam {p.beam}, Seq-Inter from its {p.inter_nbest}-best; kd-alpha {p.kd_alpha}.",
             f"- Stages ran up to {self.jobs} at a time with {self.threads} thread(s) each "
             "(the speed stage alone). Tuning used validation loss only; no test-set choices.",
+            "- BLEU: each model decoded on every test set, greedy and beam "
+            f"{p.beam}, by one process (`python -m fairseq_seqkd.demo.decode`: fairseq's "
+            "generation pipeline in-process, what `fairseq-generate` runs with the same "
+            "options, hypotheses identical); speeds come from the speed stages only.",
             "", "| stage | wall s | CPU s |", "|---|---:|---:|",
         ]
         for stage in stages:  # from the stamps: the run that made each stage

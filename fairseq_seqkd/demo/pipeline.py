@@ -7,27 +7,31 @@ Stages (each a list of commands; stock fairseq CLIs and the project's own consol
   preprocess     fairseq-preprocess --joined-dictionary
   teacher        fairseq-train, a transformer several times larger than the students
   baseline       fairseq-train, student on the gold data
-  word-kd        fairseq-train --criterion word_kd --teacher-path TEACHER
-  build-seq-kd   seqkd-build --strategy seq-kd            (teacher beam search on train)
+  build-seq-kd   seqkd-build --strategy seq-kd   (teacher beam search on train, its n-best kept)
   seq-kd         fairseq-train on the distilled data-bin
-  build-seq-inter seqkd-build --strategy seq-inter        (n-best closest to the reference)
-  seq-inter      fairseq-train on that data-bin
-  seq-kd-word-kd fairseq-train DISTILLED --criterion word_kd
   pruned         fairseq-train --task translation_kd --prune-ratio 0.8, from the Seq-KD student
   export         seqkd-export, a plain fairseq checkpoint
   deep-shallow   fairseq-train DISTILLED, a deep-encoder, shallow-decoder student (4+1 layers)
   seq-kd-gkd     fairseq-train DISTILLED --criterion gkd --finetune-from-model SEQ_KD: the Seq-KD
                  student fine-tuned on-policy (GKD), a short budget (--max-update)
+  cache-gold     seqkd-cache-teacher: the teacher's top-k distributions on the gold targets
+  word-kd        fairseq-train --criterion word_kd --teacher-cache CACHE
+  build-seq-inter seqkd-build --strategy seq-inter        (from a copy of the Seq-KD n-best: the
+                 n-best closest to the reference, no decoding again)
+  seq-inter      fairseq-train on that data-bin
+  cache-seq-kd   seqkd-cache-teacher on the distilled targets
+  seq-kd-word-kd fairseq-train DISTILLED --criterion word_kd --teacher-cache CACHE
   export-ct2     seqkd-export --format ctranslate2 --quantization int8 (Seq-KD students)
-  eval-*         fairseq-generate (or seqkd-translate, for the CTranslate2 rows) --beam 1 and
-                 --beam K on the test set, per model
+  eval           every model decoded on the test set, greedy and beam K, in one process alone on
+                 the machine (python -m fairseq_seqkd.demo.decode: fairseq's generation pipeline,
+                 as fairseq-generate runs it, and seqkd-translate's Translator for CTranslate2)
 
 A stage is skipped when its stamp (``stamps/<stage>.json``, written last) records the same
 commands, the same upstream stamps and the same content of the files it reads from outside the
 output directory (the corpus), and its outputs exist; so an interrupted demo resumes, and a
 changed preset or an edited corpus redoes exactly the stages it affects. Every command's output
-goes to ``logs/<stage>.log`` (fairseq-generate's to ``eval/<model>.beam<K>.txt``), after the
-command line itself, so each number in the results can be reproduced by hand; commands are
+goes to ``logs/<stage>.log`` (hypotheses to ``eval/<model>.beam<K>.hyp``), after the command
+line itself, so each number in the results can be reproduced by hand; commands are
 logged with ``$OUT`` (the output directory), ``$CORPUS`` (a user's corpus), ``$REPO`` (where
 the plugin lives) and ``$VENV`` (the interpreter's environment) in place of those paths.
 
@@ -55,8 +59,8 @@ from typing import Any, TextIO
 from ..atomic import atomic_write_text, replace_synced
 from ..commands import console_script
 from ..deploy.ct2_export import read_manifest
-from ..deploy.translator import parse_translate_summary
-from ..distill.evaluate import Decoding, bleu, read_decoding
+from ..distill.build import WORK_DIR
+from ..distill.evaluate import Decoding, bleu
 from ..errors import SeqKDError
 from .corpus import (
     CANONICAL_REGISTER,
@@ -70,6 +74,7 @@ from .corpus import (
     register_of,
     split_rng,
 )
+from .decode import decoding_json, hypothesis_file, read_decoding_run
 from .presets import Arch, Preset
 from .report import (
     DIAGNOSTIC_COLUMNS,
@@ -356,35 +361,88 @@ class Pipeline:
                 "--finetune-from-model", str(self.out / MODELS[3].checkpoint)]
 
     def _build(self, strategy: str, output: Path, *extra: str) -> list[str]:
+        """Every build decodes the same teacher n-best (``inter_nbest`` hypotheses; Seq-KD takes
+        the first), so each later build can start from the Seq-KD build's (:meth:`_rebuild`)."""
         p = self.preset
         return [
             console_script("seqkd-build"), "--data", str(self.data),
             "--teacher", str(self.out / MODELS[0].checkpoint), "--output", str(output),
-            "--strategy", strategy, "--beam", str(p.beam), *extra,
+            "--strategy", strategy, "--beam", str(p.beam), "--nbest", str(p.inter_nbest),
+            *extra,
             *(["--max-repeats", str(p.max_repeats)] if p.max_repeats is not None else []),
+            # the evaluation's output cap: a teacher caught in a loop stops at ~30 tokens,
+            # not at fairseq's 200 (one such sentence holds up its whole batch)
+            "--max-len-a", "1.5", "--max-len-b", "10",
             "--remove-bpe", "sentencepiece", "--cpu", "--batch-size", str(p.build_batch_size),
             "--workers", str(self.threads),
         ]  # fmt: skip
 
-    def _generate(self, model: ModelSpec, beam: int, test_set: str = "test",
-                  batch_size: int | None = None) -> list[str]:
-        batch_size = self.preset.eval_batch_size if batch_size is None else batch_size
+    def _cache(self, data: Path, cache: Path, split: str) -> list[str]:
+        p = self.preset
         return [
-            console_script("fairseq-generate"), str(self.data),
-            *(["--user-dir", self.plugin] if model.plugin else []),
-            "--path", str(self.out / model.checkpoint), "--gen-subset", self.subset(test_set),
-            "--beam", str(beam), "--nbest", "1", "--batch-size", str(batch_size),
-            "--max-len-a", "1.5", "--max-len-b", "10",
-            "--remove-bpe", "sentencepiece", "--cpu", "--num-workers", "0",
-            # fairseq drops a last batch that is not a multiple of this (8 by default;
-            # facebookresearch/fairseq#5036): every test sentence must be translated
-            "--required-batch-size-multiple", "1",
+            console_script("seqkd-cache-teacher"), str(data), "--user-dir", self.plugin,
+            "--path", str(self.out / MODELS[0].checkpoint), "--gen-subset", split,
+            "--kd-topk", str(p.kd_topk), "--max-tokens", str(p.cache_max_tokens),
+            "--cpu", "--num-workers", "0", "--no-progress-bar", "--output", str(cache),
         ]  # fmt: skip
 
-    def eval_file(self, model: ModelSpec, beam: int, test_set: str = "test") -> Path:
-        """fairseq-generate's output (stdout and log) for one model, beam and test set."""
-        stem = model.key if test_set == "test" else f"{model.key}.{test_set}"
-        return self.out / "eval" / f"{stem}.beam{beam}.txt"
+    def _cached_word_kd(self, cache: str, divergence: str = "kl") -> list[str]:
+        """word_kd reading the teacher's top-k from ``cache-NAME`` (:meth:`_cache_stage`)."""
+        p = self.preset
+        return [
+            "--task", "translation_kd", "--teacher-cache", str(self._cache_dir(cache)),
+            "--criterion", "word_kd",
+            "--label-smoothing", str(p.label_smoothing), "--kd-alpha", str(p.kd_alpha),
+            "--kd-topk", str(p.kd_topk), "--kd-divergence", divergence,
+        ]  # fmt: skip
+
+    def _cache_dir(self, name: str) -> Path:
+        return self.out / f"cache-{name}"
+
+    def _cache_stage(self, name: str, data: Path, deps: list[str]) -> Stage:
+        """The teacher's top-k distributions on ``data``'s targets, computed once
+        (``seqkd-cache-teacher``): a Word-KD student then trains at a plain student's cost."""
+        p, cache = self.preset, self._cache_dir(name)
+        return Stage(f"cache-{name}", f"teacher top-{p.kd_topk} cache on the {name} targets",
+                     # word_kd refuses to validate on a split without a cache
+                     [self._cache(data, cache, split) for split in ("train", "valid")],
+                     [cache / "train.cache.json", cache / "valid.cache.json"],
+                     deps=[*deps, "teacher"], clean=[cache])
+
+    def _rebuild(self, name: str, description: str, strategy: str, output: Path,
+                 *extra: str) -> Stage:
+        """A build from the Seq-KD build's teacher n-best: seqkd-build skips a decoding whose
+        record matches its options, so a copy of that n-best saves decoding the train set
+        again."""
+        generate = Path(WORK_DIR) / "generate"
+        return Stage(
+            name, description,
+            [["cp", "-R", str(self.out / "data-seq-kd" / generate), str(output / generate)],
+             self._build(strategy, output, *extra)],
+            [output / "train.src-tgt.tgt.bin", output / "dict.tgt.txt"],
+            deps=["build-seq-kd"], clean=[output], mkdirs=[output / WORK_DIR],
+            resumes=False,  # cp -R into an existing copy would nest it
+        )
+
+    def _decode_command(self, models: Sequence[ModelSpec]) -> tuple[list[str], list[Path]]:
+        """One process that decodes ``models`` on every test set, greedy and with beam K
+        (:mod:`fairseq_seqkd.demo.decode`), and the files it writes."""
+        p, eval_dir = self.preset, self.out / "eval"
+        subsets = [self.subset(t) for t in self.test_sets]
+        command = [
+            sys.executable, "-m", "fairseq_seqkd.demo.decode", "--data", str(self.data),
+            "--subsets", *subsets,
+            *(["--sources", *(str(self.raw / f"{t}.{SRC}") for t in self.test_sets)]
+              if any(m.engine == "ctranslate2" for m in models) else []),
+            *(arg for m in models for arg in ("--model", f"{m.key}={m.engine}:"
+                                              f"{self.out / m.checkpoint}")),
+            "--beams", "1", str(p.beam), "--batch-size", str(p.eval_batch_size),
+            "--threads", str(self.threads), "--max-len-a", "1.5", "--max-len-b", "10",
+            "--output-dir", str(eval_dir),
+        ]  # fmt: skip
+        files = [*(hypothesis_file(eval_dir, m.key, s, b) for m in models for s in subsets
+                   for b in (1, p.beam)), *(decoding_json(eval_dir, m.key) for m in models)]
+        return command, files
 
     def stages(self) -> list[Stage]:
         p = self.preset
@@ -450,11 +508,12 @@ class Pipeline:
         ))
         stages.append(model_stage(
             "word-kd", f"Word-KD student, alpha {p.kd_alpha}",
-            self._student(self.data, "word-kd", *self._word_kd()), ["preprocess", "teacher"],
+            self._student(self.data, "word-kd", *self._cached_word_kd("gold")), ["cache-gold"],
         ))
         seqkd_data, inter_data = out / "data-seq-kd", out / "data-seq-inter"
         stages.append(Stage(
-            "build-seq-kd", f"Seq-KD data: teacher beam {p.beam} on train",
+            "build-seq-kd", f"Seq-KD data: teacher beam {p.beam} on train ({p.inter_nbest}-best "
+            "kept)",
             [self._build("seq-kd", seqkd_data)],
             [seqkd_data / "train.src-tgt.tgt.bin", seqkd_data / "dict.tgt.txt"],
             deps=["preprocess", "teacher"], clean=[seqkd_data],
@@ -463,13 +522,10 @@ class Pipeline:
             "seq-kd", "Seq-KD student", self._student(seqkd_data, "seq-kd", *self._ls()),
             ["build-seq-kd"],
         ))
-        stages.append(Stage(
+        stages.append(self._rebuild(
             "build-seq-inter",
             f"Seq-Inter data: best of the teacher's {p.inter_nbest}-best by sentence BLEU",
-            [self._build("seq-inter", inter_data, "--sim", "bleu", "--nbest",
-                         str(p.inter_nbest))],
-            [inter_data / "train.src-tgt.tgt.bin", inter_data / "dict.tgt.txt"],
-            deps=["preprocess", "teacher"], clean=[inter_data],
+            "seq-inter", inter_data, "--sim", "bleu",
         ))
         stages.append(model_stage(
             "seq-inter", "Seq-Inter student",
@@ -477,8 +533,8 @@ class Pipeline:
         ))
         stages.append(model_stage(
             "seq-kd-word-kd", "Seq-KD + Word-KD student",
-            self._student(seqkd_data, "seq-kd-word-kd", *self._word_kd()),
-            ["build-seq-kd", "teacher"],
+            self._student(seqkd_data, "seq-kd-word-kd", *self._cached_word_kd("seq-kd")),
+            ["cache-seq-kd"],
         ))
         stages.append(model_stage(
             "seq-kd-gkd", f"Seq-KD student fine-tuned with GKD (lambda {GKD_LAMBDA}, beta "
@@ -512,17 +568,29 @@ class Pipeline:
                         p.student_lr, p.student_dropout, *self._ls()),
             ["build-seq-kd"],
         ))
-        stages.append(self._export_ct2_stage())
-        for model in (*MODELS, *DEPLOYED):
-            files = [self.eval_file(model, b) for b in (1, p.beam)]
-            outputs = [*files, *(self.translation_file(model, b) for b in (1, p.beam)
-                                 if model.engine == "ctranslate2")]
-            stages.append(Stage(
-                f"eval-{model.key}", f"decode test: {model.label}, greedy and beam {p.beam}",
-                [self._decode(model, b) for b in (1, p.beam)], outputs, deps=[model.stage],
-                clean=outputs, mkdirs=[out / "eval"], captures=list(files), exclusive=True,
-            ))
-        return stages
+        stages += [self._cache_stage("gold", self.data, ["preprocess"]),
+                   self._cache_stage("seq-kd", seqkd_data, ["build-seq-kd"]),
+                   self._export_ct2_stage(), self._eval_all_stage()]
+        # the runner starts ready stages in list order: the Seq-KD data and student first (most
+        # stages wait for them), then the longest stages, the short ones last to fill the
+        # other core at the end
+        order = ["corpus", "sentencepiece", "preprocess", "teacher", "baseline", "build-seq-kd",
+                 "seq-kd", "cache-gold", "word-kd", "deep-shallow", "cache-seq-kd",
+                 "seq-kd-word-kd", "pruned", "export", "seq-kd-gkd", "build-seq-inter",
+                 "seq-inter", "export-ct2", "eval"]
+        return sorted(stages, key=lambda stage: order.index(stage.name))
+
+    def _eval_all_stage(self) -> Stage:
+        """Every model decoded greedily and with beam K, alone on the machine, in one process:
+        fairseq's start-up is paid once, not per model and beam."""
+        models = (*MODELS, *DEPLOYED)
+        command, files = self._decode_command(models)
+        return Stage(
+            "eval", f"decode test, alone, in one process: every model greedy and beam "
+            f"{self.preset.beam}", [command], files, deps=sorted({m.stage for m in models}),
+            clean=[self.out / "eval"], mkdirs=[self.out / "eval"], exclusive=True,
+            resumes=False,
+        )
 
     def _export_ct2_stage(self) -> Stage:
         """CTranslate2 int8 directories of the deployed students, sentencepiece inside."""
@@ -540,34 +608,9 @@ class Pipeline:
             mkdirs=[self.out / "export"],
         )
 
-    def translation_file(self, model: ModelSpec, beam: int) -> Path:
-        """seqkd-translate's output for a deployed model (its summary is the eval file)."""
-        return self.out / "eval" / f"{model.key}.beam{beam}.out"
-
-    def _decode(self, model: ModelSpec, beam: int) -> list[str]:
-        if model.engine == "fairseq":
-            return self._generate(model, beam)
-        return [
-            console_script("seqkd-translate"), str(self.out / model.checkpoint),
-            "--input", str(self.raw / "test.src"), "--output",
-            str(self.translation_file(model, beam)), "--beam", str(beam),
-            "--batch-size", str(self.preset.eval_batch_size), "--buffer-size", "1000000",
-            "--threads", str(self.threads), "--max-len-a", "1.5", "--max-len-b", "10",
-            "--no-progress-bar",
-        ]  # fmt: skip
-
     def decoding(self, model: ModelSpec, beam: int) -> Decoding:
         """One evaluated model's hypotheses and timing, whichever engine decoded them."""
-        if model.engine == "fairseq":
-            return read_decoding(self.eval_file(model, beam))
-        summary = parse_translate_summary(
-            self.eval_file(model, beam).read_text(encoding="utf-8"),
-            str(self.eval_file(model, beam)))
-        hypotheses = self.translation_file(model, beam).read_text(encoding="utf-8")
-        # fairseq-generate's token count includes each sentence's </s>: count it here too
-        return Decoding(hypotheses.split("\n")[:-1], summary.lines,
-                        summary.target_tokens + summary.lines - summary.empty,
-                        summary.seconds)
+        return read_decoding_run(self.out / "eval", model.key, "test", beam)
 
     # ------------------------------------------------------------------ in-process steps
 
@@ -989,12 +1032,16 @@ class Pipeline:
         notes = [
             f"- Data: {corpus}; joint sentencepiece BPE ({p.vocab_size} pieces); preset "
             f"`{p.name}`; test set: {self._refs():,} sentences.",
-            f"- Decoding: `fairseq-generate --cpu --batch-size {p.eval_batch_size}` with "
-            f"{self.threads} thread(s), greedy = `--beam 1`, each run alone on the machine as "
-            "far as this demo is concerned; tok/s is fairseq's own `Translated N sentences "
-            "(M tokens) in Xs` (generation time only, no start-up). Speed-up = the teacher's "
-            f"beam-{p.beam} time for the test set divided by the model's, all measured in this "
-            "run (other processes on the machine make these numbers noisy).",
+            f"- Decoding: the `eval` stage decodes every model in one process, alone on the "
+            "machine as far as this demo is concerned, with "
+            f"{self.threads} thread(s): fairseq's own generation pipeline (what "
+            f"`fairseq-generate --cpu --batch-size {p.eval_batch_size} --max-len-a 1.5 "
+            "--max-len-b 10 --remove-bpe sentencepiece` runs; greedy = `--beam 1`) and, for the "
+            "CTranslate2 rows, `seqkd-translate`'s `Translator`. tok/s counts output tokens "
+            "with their `</s>` over the decoding time only (fairseq-generate's clock: no "
+            f"start-up or loading). Speed-up = the teacher's beam-{p.beam} time for the test set "
+            "divided by the model's, all measured in this run (other processes on the machine "
+            "make these numbers noisy).",
             "- Parameters are unique weights in the evaluated checkpoint (tied embeddings "
             "counted once); non-zero excludes pruned weights.",
         ]

@@ -66,6 +66,9 @@ class Preset:
     student_dropout: float = 0.1
     label_smoothing: float = 0.1
     kd_alpha: float = 0.5
+    # Word-KD reads the teacher's top-k distributions from a cache (seqkd-cache-teacher)
+    kd_topk: int = 8
+    cache_max_tokens: int = 4096
     beam: int = 5  # teacher beam for seqkd-build and the "beam" column
     inter_nbest: int = 5  # n-best size scored against the reference by Seq-Inter
     # seqkd-build --max-repeats: a distilled target caught in a decoding loop (a phrase more
@@ -96,21 +99,20 @@ PRESETS: dict[str, Preset] = {
     # the default: `make demo` in under 10 minutes on 2 CPU cores
     "tiny": Preset(
         name="tiny",
-        corpus=CorpusSpec(train=15000, valid=500, test=1000),
+        corpus=CorpusSpec(train=8000, valid=300, test=500),
         vocab_size=1000,
         teacher=Arch(128, 2, 4, 256),
         student=Arch(64, 1, 4, 128),
-        # 2048-token batches: ~95 updates an epoch, which these small models need more than
+        # 2048-token batches: ~50 updates an epoch, which these small models need more than
         # bigger batches; teacher dropout keeps it from memorising which training sentence
         # had which register, so its beam output (the Seq-KD data) is the canonical register
-        teacher_epochs=12, student_epochs=12, prune_epochs=15,
-        teacher_lr=0.005, student_lr=0.005, prune_lr=0.005, warmup=200,
+        teacher_epochs=7, student_epochs=7, prune_epochs=7,
+        teacher_lr=0.005, student_lr=0.005, prune_lr=0.005, warmup=120,
         max_tokens=2048, teacher_dropout=0.2, student_dropout=0.0,
-        # GKD fine-tuning: ~0.38 CPU-s an update (half of them sampled), ~31 CPU-s in all
+        # GKD fine-tuning: ~0.5 CPU-s an update (half of them sampled)
         gkd_updates=60,
-        # the teacher loops on ~1 % of the training sources (185 of 15,000 beam outputs with
-        # a phrase 3+ times in a row, against none of the references); a Seq-KD student
-        # trained on them loops too
+        # the teacher can loop (a phrase 3+ times in a row until the length cap; none of the
+        # references does); a Seq-KD student trained on such targets loops too
         max_repeats=2,
     ),
     # the shape of the hand-made Multi30k baseline (../shared/PEERS.md), for --corpus with real

@@ -13,6 +13,7 @@ import pytest
 
 from fairseq_seqkd.demo.benchmark import BENCHMARK_PRESETS, TABLE1, Benchmark
 from fairseq_seqkd.demo.corpus import CorpusSpec, write_corpus
+from fairseq_seqkd.demo.decode import read_decoding_run
 
 from ..conftest import cli, run_cli
 
@@ -89,10 +90,10 @@ def test_every_stage_ran_and_every_model_was_decoded(first_run):
     for model in bench.models:
         assert (out / model.checkpoint).is_file(), model.key
         for test_set in bench.test_sets:
-            for beam in (1, PRESET.beam):
-                text = bench.eval_file(model, beam, test_set).read_text()
-                assert len(re.findall(r"^D-\d+\t", text, flags=re.M)) == SENTENCES
-                assert f"Translated {SENTENCES} sentences" in text
+            for beam in (1, PRESET.beam):  # one decoding process per model
+                run = read_decoding_run(out / "eval", model.key, bench.subset(test_set), beam)
+                assert run.sentences == len(run.hypotheses) == SENTENCES and run.tokens > 0
+        assert (out / "logs" / f"eval-{model.key}.log").read_text().count("$ ") == 1
     for name in ("gold", "seq-kd", "seq-inter"):
         assert (out / f"cache-{name}" / "train.cache.json").is_file()
     # word-level rows read the cache (no teacher beside the student); fine-tuned rows start

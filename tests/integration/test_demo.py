@@ -86,20 +86,32 @@ def test_every_stage_ran_and_left_its_artefact(first_run):
         assert (out / data / "train.src-tgt.tgt.bin").stat().st_size > 0
     for model in MODELS:
         assert (out / model.checkpoint).is_file()
-        for beam in (1, 5):
-            text = (out / "eval" / f"{model.key}.beam{beam}.txt").read_text()
-            assert len(re.findall(r"^D-\d+\t", text, flags=re.M)) == 100
-            assert f"beam={beam}" in text
-    for model in DEPLOYED:  # CTranslate2 directories decoded by seqkd-translate
+    for model in DEPLOYED:  # CTranslate2 directories, decoded by seqkd-translate's Translator
         assert (out / model.checkpoint / "model.bin").is_file()
         assert json.loads((out / model.checkpoint / "seqkd-export.json").read_text())[
             "quantization"] == "int8"
+    # one eval process decoded every model at both beams, each sentence once
+    eval_log = (out / "logs" / "eval.log").read_text()
+    for model in (*MODELS, *DEPLOYED):
+        runs = json.loads((out / "eval" / f"{model.key}.json").read_text())
         for beam in (1, 5):
-            summary = (out / "eval" / f"{model.key}.beam{beam}.txt").read_text()
-            assert "100 lines (0 empty)" in summary and "target tokens/s" in summary
-            assert len((out / "eval" / f"{model.key}.beam{beam}.out").read_text()
+            run = runs["test"][str(beam)]
+            assert run["engine"] == model.engine and run["sentences"] == 100
+            assert run["tokens"] > 100 and run["seconds"] > 0  # every sentence ends in </s>
+            assert len((out / "eval" / f"{model.key}.test.beam{beam}.hyp").read_text()
                        .splitlines()) == 100
+            assert re.search(rf"^{re.escape(model.key)} +test +\S+ +beam {beam}: 100 sentences",
+                             eval_log, flags=re.M)
+    assert eval_log.count("$ ") == 1
     assert "--encoder-layers 4 --decoder-layers 1" in (out / "logs" / "deep-shallow.log") \
+        .read_text()
+    # Word-KD rows read the teacher's top-k from a cache made once per training set
+    for row, cache in (("word-kd", "cache-gold"), ("seq-kd-word-kd", "cache-seq-kd")):
+        command = (out / "logs" / f"{row}.log").read_text().splitlines()[0]
+        assert f"--teacher-cache $OUT/{cache}" in command and "--teacher-path" not in command
+        assert (out / cache / "train.cache.json").is_file()
+    # the Seq-Inter build selected from the Seq-KD build's n-best, without decoding again
+    assert "[1/3] generate: skipped, complete" in (out / "logs" / "build-seq-inter.log") \
         .read_text()
     # the GKD row fine-tunes the Seq-KD student on-policy for the preset's short budget
     gkd = (out / "logs" / "seq-kd-gkd.log").read_text()
@@ -187,7 +199,7 @@ def test_a_changed_stage_is_redone_with_everything_downstream(first_run, tmp_pat
     stamp.write_text(json.dumps(data))
     proc = demo(copy)
     redone = set(re.findall(r"\] (\S+)\s+done in", proc.stdout))
-    assert redone == {"seq-inter", "eval-seq-inter"}
+    assert redone == {"seq-inter", "eval"}
     assert proc.stdout.count("skipped: done before") == len(STAGES) - 2
 
 
@@ -196,27 +208,26 @@ def test_interrupted_stage_leaves_nothing_half_written_and_resumes(first_run, tm
     out, _, _ = first_run
     copy = tmp_path / "out"
     shutil.copytree(out, copy)
-    (copy / "stamps" / "eval-teacher.json").unlink()
-    for beam in (1, 5):
-        (copy / "eval" / f"teacher.beam{beam}.txt").unlink()
+    (copy / "stamps" / "eval.json").unlink()
     proc = subprocess.Popen(
         [cli("seqkd-demo"), "--preset", "ci", "--out", str(copy)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     deadline = time.monotonic() + 300
-    while not (copy / "stamps" / "eval-teacher.started.json").exists():
+    while not (copy / "stamps" / "eval.started.json").exists():
         assert proc.poll() is None and time.monotonic() < deadline
         time.sleep(0.2)
-    time.sleep(1.0)  # fairseq-generate is running now
+    time.sleep(1.0)  # the decoding process is running now
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "interrupted; run it again to resume" in stderr
-    assert not (copy / "stamps" / "eval-teacher.json").exists()
-    assert not list((copy / "eval").glob("teacher.*"))  # no partial output under its name
-    assert not list((copy / "eval").glob(".teacher*"))  # nor a temporary file
+    assert not (copy / "stamps" / "eval.json").exists()
+    # the stage cleaned the earlier decodings and stopped before it decoded every model
+    assert len(list((copy / "eval").glob("*.json"))) < len(MODELS) + len(DEPLOYED)
+    assert not list((copy / "eval").glob(".*"))  # nor a temporary file
     rerun = demo(copy)
-    assert re.search(r"\] eval-teacher\s+started .*\(resuming\)", rerun.stdout)
+    assert re.search(r"\] eval\s+started ", rerun.stdout)
     assert rerun.stdout.count(" started ") == 1
     assert [r[:5] for r in table_rows((copy / "results.md").read_text())[1]] == \
         [r[:5] for r in table_rows((out / "results.md").read_text())[1]]  # same BLEU
@@ -384,11 +395,11 @@ def test_only_with_an_unknown_stage_is_one_line_naming_the_option(tmp_path):
     assert proc.returncode == 1
     assert len(proc.stderr.strip().splitlines()) == 1
     assert "--only: no stage named 'no-such-stage'" in proc.stderr
-    listed = demo(tmp_path / "out", "--only", "eval-seq-kd", "--dry-run")
+    listed = demo(tmp_path / "out", "--only", "seq-kd", "--dry-run")
     names = [n for n in re.findall(r"^# ([\w-]+):", listed.stdout, flags=re.M)
              if n != "in-process"]
     assert names == ["corpus", "sentencepiece", "preprocess", "teacher", "build-seq-kd",
-                     "seq-kd", "eval-seq-kd"]
+                     "seq-kd"]
 
 
 @pytest.mark.parametrize("resumes", [True, False])
