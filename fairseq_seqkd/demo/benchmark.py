@@ -51,6 +51,8 @@ from .corpus import CorpusSpec, count_lines
 from .decode import decoding_json, read_decoding_run
 from .pipeline import (
     GKD_LAMBDA,
+    MAX_LEN_A,
+    MAX_LEN_B,
     MODELS,
     SRC,
     TGT,
@@ -309,7 +311,7 @@ class Benchmark(Pipeline):
             *(["--user-dir", self.plugin] if model.plugin else []),
             "--path", str(self.out / model.checkpoint), "--gen-subset", self.subset(test_set),
             "--beam", str(beam), "--nbest", "1", "--batch-size", str(batch_size),
-            "--max-len-a", "1.5", "--max-len-b", "10",
+            "--max-len-a", str(MAX_LEN_A), "--max-len-b", str(MAX_LEN_B),
             "--remove-bpe", "sentencepiece", "--cpu", "--num-workers", "0",
             # fairseq drops a last batch that is not a multiple of this (8 by default;
             # facebookresearch/fairseq#5036): every test sentence must be translated

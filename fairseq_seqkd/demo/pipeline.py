@@ -137,6 +137,10 @@ MODELS: tuple[ModelSpec, ...] = (
 GKD_LAMBDA = 0.5
 GKD_BETA = 0.1
 
+#: The output cap of every decoding, fairseq-generate's ``--max-len-a/-b`` (a hypothesis ends
+#: at A * source length + B tokens): evaluations, speed runs and the teacher's builds alike.
+MAX_LEN_A, MAX_LEN_B = 1.5, 10
+
 #: Students served by CTranslate2 (int8): what ``seqkd-translate`` users run.
 DEPLOYED: tuple[ModelSpec, ...] = (
     ModelSpec("seq-kd-ct2", "Seq-KD, CTranslate2 int8", "export-ct2", "export/seq-kd-int8",
@@ -348,16 +352,14 @@ class Pipeline:
         return ["--criterion", "label_smoothed_cross_entropy",
                 "--label-smoothing", str(self.preset.label_smoothing)]
 
-    def _word_kd(self, *extra: str, criterion: str = "word_kd") -> list[str]:
-        return ["--criterion", criterion, "--label-smoothing", str(self.preset.label_smoothing),
-                "--teacher-path", str(self.out / MODELS[0].checkpoint),
-                "--kd-alpha", str(self.preset.kd_alpha), *extra]
-
     def _gkd(self, beta: float) -> list[str]:
         """The Seq-KD student fine-tuned on-policy: ``--criterion gkd`` with the teacher online
         (a cache cannot score the student's own samples)."""
-        return [*self._word_kd("--gkd-lambda", str(GKD_LAMBDA), "--gkd-beta", str(beta),
-                               criterion="gkd"),
+        p = self.preset
+        return ["--criterion", "gkd", "--label-smoothing", str(p.label_smoothing),
+                "--teacher-path", str(self.out / MODELS[0].checkpoint),
+                "--kd-alpha", str(p.kd_alpha), "--gkd-lambda", str(GKD_LAMBDA),
+                "--gkd-beta", str(beta),
                 "--finetune-from-model", str(self.out / MODELS[3].checkpoint)]
 
     def _build(self, strategy: str, output: Path, *extra: str) -> list[str]:
@@ -372,7 +374,7 @@ class Pipeline:
             *(["--max-repeats", str(p.max_repeats)] if p.max_repeats is not None else []),
             # the evaluation's output cap: a teacher caught in a loop stops at ~30 tokens,
             # not at fairseq's 200 (one such sentence holds up its whole batch)
-            "--max-len-a", "1.5", "--max-len-b", "10",
+            "--max-len-a", str(MAX_LEN_A), "--max-len-b", str(MAX_LEN_B),
             "--remove-bpe", "sentencepiece", "--cpu", "--batch-size", str(p.build_batch_size),
             "--workers", str(self.threads),
         ]  # fmt: skip
@@ -437,8 +439,8 @@ class Pipeline:
             *(arg for m in models for arg in ("--model", f"{m.key}={m.engine}:"
                                               f"{self.out / m.checkpoint}")),
             "--beams", "1", str(p.beam), "--batch-size", str(p.eval_batch_size),
-            "--threads", str(self.threads), "--max-len-a", "1.5", "--max-len-b", "10",
-            "--output-dir", str(eval_dir),
+            "--threads", str(self.threads), "--max-len-a", str(MAX_LEN_A),
+            "--max-len-b", str(MAX_LEN_B), "--output-dir", str(eval_dir),
         ]  # fmt: skip
         files = [*(hypothesis_file(eval_dir, m.key, s, b) for m in models for s in subsets
                    for b in (1, p.beam)), *(decoding_json(eval_dir, m.key) for m in models)]
@@ -1033,15 +1035,15 @@ class Pipeline:
             f"- Data: {corpus}; joint sentencepiece BPE ({p.vocab_size} pieces); preset "
             f"`{p.name}`; test set: {self._refs():,} sentences.",
             f"- Decoding: the `eval` stage decodes every model in one process, alone on the "
-            "machine as far as this demo is concerned, with "
-            f"{self.threads} thread(s): fairseq's own generation pipeline (what "
-            f"`fairseq-generate --cpu --batch-size {p.eval_batch_size} --max-len-a 1.5 "
-            "--max-len-b 10 --remove-bpe sentencepiece` runs; greedy = `--beam 1`) and, for the "
-            "CTranslate2 rows, `seqkd-translate`'s `Translator`. tok/s counts output tokens "
-            "with their `</s>` over the decoding time only (fairseq-generate's clock: no "
-            f"start-up or loading). Speed-up = the teacher's beam-{p.beam} time for the test set "
-            "divided by the model's, all measured in this run (other processes on the machine "
-            "make these numbers noisy).",
+            f"machine as far as this demo is concerned, with {self.threads} thread(s): "
+            "fairseq's own generation pipeline (what `fairseq-generate --cpu --batch-size "
+            f"{p.eval_batch_size} --max-len-a {MAX_LEN_A} --max-len-b {MAX_LEN_B} --remove-bpe "
+            "sentencepiece` runs; greedy = `--beam 1`) and, for the CTranslate2 rows, "
+            "`seqkd-translate`'s `Translator`. tok/s counts output tokens with their `</s>` over "
+            "the decoding time only (fairseq-generate's clock: no start-up or loading). "
+            f"Speed-up = the teacher's beam-{p.beam} time for the test set divided by the "
+            "model's, all measured in this run (other processes on the machine make these "
+            "numbers noisy).",
             "- Parameters are unique weights in the evaluated checkpoint (tied embeddings "
             "counted once); non-zero excludes pruned weights.",
         ]
