@@ -298,7 +298,7 @@ class Benchmark(Pipeline):
     def _eval_stage(self, model: ModelSpec) -> Stage:
         """One model on every test set, greedy and beam K, in one process (beside other
         stages: its speed is not reported; the speed stages measure that alone)."""
-        command, files = self._decode_command([model])
+        command, files = self._decode_command([model], timed=False)
         return Stage(f"eval-{model.key}", f"decode {', '.join(self.test_sets)}: {model.label}",
                      [command], files, deps=[model.stage], clean=files,
                      mkdirs=[self.out / "eval"])

@@ -81,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-len-a", type=float, default=1.5)
     parser.add_argument("--max-len-b", type=int, default=10)
     parser.add_argument("--output-dir", required=True)
+    parser.add_argument("--no-warm-up", action="store_true",
+                        help="skip the untimed first passes (when the timings are not used)")
     return parser
 
 
@@ -104,11 +106,13 @@ def decode_all(args: argparse.Namespace, log: Callable[[str], None] = print) -> 
         "--max-len-b", str(args.max_len_b), "--nbest", "1", "--remove-bpe", "sentencepiece",
         "--cpu", "--num-workers", "0", "--required-batch-size-multiple", "1",
     ]  # fmt: skip
-    for number, (key, engine, path) in enumerate(args.model):
+    fairseq_warm = args.no_warm_up
+    for key, engine, path in args.model:
         if engine == "fairseq":
             decode = FairseqDecoder(args.data, path, args.subsets, fairseq_options).decode
-            if number == 0:  # untimed: the process's first decoding pays one-off set-up costs
-                decode(1, args.subsets[0])  # (3.5 s, then 2.3 s, for a teacher's greedy pass)
+            if not fairseq_warm:  # untimed: the process's first fairseq decoding pays one-off
+                decode(1, args.subsets[0])  # set-up costs (3.5 s, then 2.3 s, for a teacher)
+                fairseq_warm = True
         else:
             translator = Translator(path, threads=args.threads)
             sources = {subset: [translator.encode(line) for line in read_references(source)]
@@ -124,7 +128,8 @@ def decode_all(args: argparse.Namespace, log: Callable[[str], None] = print) -> 
             # untimed: a CTranslate2 model's first calls run several times slower than the
             # next ones (measured 0.29 s, then 0.13 s, for 500 sentences), which would count
             # a one-off cost against a decoding that takes a fraction of a second
-            decode(1, args.subsets[0])
+            if not args.no_warm_up:
+                decode(1, args.subsets[0])
         runs: dict[str, dict[str, dict]] = {}
         for subset in args.subsets:
             runs[subset] = {}

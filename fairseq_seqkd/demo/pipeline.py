@@ -426,9 +426,11 @@ class Pipeline:
             resumes=False,  # cp -R into an existing copy would nest it
         )
 
-    def _decode_command(self, models: Sequence[ModelSpec]) -> tuple[list[str], list[Path]]:
+    def _decode_command(self, models: Sequence[ModelSpec], timed: bool = True
+                        ) -> tuple[list[str], list[Path]]:
         """One process that decodes ``models`` on every test set, greedy and with beam K
-        (:mod:`fairseq_seqkd.demo.decode`), and the files it writes."""
+        (:mod:`fairseq_seqkd.demo.decode`), and the files it writes; ``timed=False`` skips
+        the untimed warm-up passes that only make the timings fair."""
         p, eval_dir = self.preset, self.out / "eval"
         subsets = [self.subset(t) for t in self.test_sets]
         command = [
@@ -441,6 +443,7 @@ class Pipeline:
             "--beams", "1", str(p.beam), "--batch-size", str(p.eval_batch_size),
             "--threads", str(self.threads), "--max-len-a", str(MAX_LEN_A),
             "--max-len-b", str(MAX_LEN_B), "--output-dir", str(eval_dir),
+            *([] if timed else ["--no-warm-up"]),
         ]  # fmt: skip
         files = [*(hypothesis_file(eval_dir, m.key, s, b) for m in models for s in subsets
                    for b in (1, p.beam)), *(decoding_json(eval_dir, m.key) for m in models)]
