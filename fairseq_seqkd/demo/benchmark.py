@@ -67,10 +67,29 @@ class BenchmarkPreset(Preset):
     cache_max_tokens: int = 4096
     gkd_betas: tuple[float, ...] = (0.1, 0.5)
     filter_worst: float = 10.0  # % of the Seq-KD data dropped by teacher score
+    # issue 14. Convergence: every model but the pruning retrains stops after this many
+    # validations without a better validation loss (fairseq --patience; 0: off), the epochs
+    # above being caps; these models keep their last epoch checkpoints and get a row that
+    # averages the last ``average_last`` (seqkd-export --average-last), scored on valid
+    patience: int = 0
+    average_last: int = 5
+    average_models: tuple[str, ...] = ("teacher", "baseline", "word-kd", "seq-kd",
+                                       "seq-kd-word-kd")
+    # seed noise: these rows (and the rows they start from) again with each extra seed
+    extra_seeds: tuple[int, ...] = (2, 3)
+    seed_rows: tuple[str, ...] = ("baseline", "seq-kd", "all-three")
+    # pruning: class-blind at ``prune_ratios`` and the other schemes at ``prune_ratio``, each
+    # retrained from the Seq-KD student for ``prune_epochs`` at the student's lr and warm-up;
+    # "gradual": Zhu & Gupta's cubic schedule from update 0 to ``prune_end_update``
+    prune_schemes: tuple[str, ...] = ("class-uniform", "class-distribution")
+    prune_schedule: str = "gradual"
+    prune_end_update: int = 2000
+    prune_interval: int = 50
+    inter_nbest_large: int = 20  # a Seq-Inter build from this n-best (beam n), a row
 
 
 BENCHMARK_PRESETS: dict[str, BenchmarkPreset] = {
-    # every stage in seconds on a few hundred generated sentences: proves the wiring (CI)
+    # every stage kind in seconds on a few hundred generated sentences: proves the wiring (CI)
     "ci": BenchmarkPreset(
         name="ci",
         corpus=CorpusSpec(train=200, valid=40, test=40),
@@ -80,19 +99,41 @@ BENCHMARK_PRESETS: dict[str, BenchmarkPreset] = {
         teacher_epochs=2, student_epochs=1, prune_epochs=1, finetune_epochs=1,
         teacher_lr=0.01, student_lr=0.01, prune_lr=0.003, warmup=10,
         max_tokens=1000, eval_batch_size=40, build_batch_size=100, prune_ratios=(0.5, 0.9),
+        divergences=("js",), patience=2, average_last=2, average_models=("teacher",),
+        extra_seeds=(2,), seed_rows=("seq-kd", "all-three"),
+        prune_schemes=("class-distribution",), prune_end_update=2, prune_interval=1,
+        inter_nbest_large=8,
     ),
-    # Multi30k en-de on 2 CPU cores: teacher ~7M parameters, students ~1.6M (~4x fewer), the
-    # whole benchmark sized to finish in about 2 hours with 2 stages at a time
+    # Multi30k en-de on 2 CPU cores: teacher ~7M parameters, students ~1.6M (~4x fewer), in two
+    # runs of about 3 hours with 2 stages at a time (--part table1, then --part extra). Epochs
+    # are caps (patience 2 stops a model earlier); sized from the v1 run's CPU seconds
+    # (docs/results/multi30k.md): an epoch of 272 updates costs the teacher 272 CPU-s, a
+    # student ~93 (cached Word-KD too), a fine-tuning epoch ~90 (teacher 265); decoding the
+    # three test sets greedy + beam 5 costs a student 50, the teacher 85; build-seq-kd 268,
+    # build-seq-inter (5-best) 408, a cache 110; a 20-best build ~1,400 (3x the beam-5
+    # decoding, 4x the scoring); GKD ~1.7 CPU-s an update (README: 4.9x a CE step).
+    # --part table1, at the caps: preparation 10, teacher 20 x 272 = 5,440, four students
+    # 4 x 10 x 93 = 3,720, builds 676, caches 330, four fine-tunes 4 x 4 x 90 = 1,440,
+    # teacher + Seq-Inter 4 x 265 = 1,060, averaging 5 x 30 (export, valid scores), 20-best
+    # build 1,400 + fine-tune 360, five pruning retrains 5 x 10 x 93 = 4,650, speed 130,
+    # decoding 20 models ~1,150: ~20,500 CPU-s.
+    # --part extra: Seq-KD from Teacher + Seq-Inter 268 + 930, seeds 2 x (3 x 930 + 360) =
+    # 6,300, deep-shallow ~1,000, deployment ~340, GKD 2 x 2,720 updates x 1.7 = 9,250,
+    # filtered ~870, decoding 14 models ~700: ~19,700 CPU-s. The word-level divergence rows
+    # (v1, one seed each) are left out to fit; ``divergences`` brings them back.
     "multi30k": BenchmarkPreset(
         name="multi30k",
         corpus=CorpusSpec(),
         vocab_size=5000,
         teacher=Arch(256, 3, 4, 1024),
         student=Arch(128, 2, 4, 512),
-        teacher_epochs=8, student_epochs=6, prune_epochs=2, finetune_epochs=2,
-        teacher_lr=0.0015, student_lr=0.002, prune_lr=0.0005, finetune_lr=0.0005,
+        teacher_epochs=20, student_epochs=10, prune_epochs=10, finetune_epochs=4,
+        teacher_lr=0.0015, student_lr=0.002, prune_lr=0.002, finetune_lr=0.0005,
         warmup=400, max_tokens=2048, teacher_dropout=0.2, student_dropout=0.1,
-        eval_batch_size=64, build_batch_size=128,
+        eval_batch_size=64, build_batch_size=128, divergences=(), patience=2,
+        # 10 retraining epochs of ~272 updates: sparsity rises to the target over the first
+        # ~7.4 epochs, then ~2.6 epochs recover at full sparsity
+        prune_end_update=2000, prune_interval=50,
     ),
 }
 
@@ -116,6 +157,14 @@ TABLE1: tuple[ModelSpec, ...] = (
 )
 _SEQ_KD = MODELS[3]
 _DEEP_SHALLOW = MODELS[6]
+#: the model each fine-tuned Table-1 student starts from
+_START: dict[str, str] = {"baseline-seq-inter": "baseline", "word-kd-seq-inter": "word-kd",
+                          "seq-kd-seq-inter": "seq-kd", "all-three": "seq-kd-word-kd"}
+_STRONG = _model("seq-kd-strong", "Seq-KD, data from Teacher + Seq-Inter")
+#: the runs the page may come from (``--part``): the paper's table with the convergence,
+#: averaging, n-best and pruning rows; then the seeds, the stronger source and the rows of
+#: issues 11 and 13
+PARTS: tuple[str, ...] = ("table1", "extra")
 #: The deployment rows (issue 11): label -> (trained model, quantization); fairseq rows decode
 #: the stock exports (``seqkd-export``), CTranslate2 rows the ``--format ctranslate2`` ones.
 DEPLOY_FAIRSEQ: dict[str, str] = {"teacher": "teacher", "student": "seq-kd",
@@ -133,8 +182,21 @@ def _divergence_model(divergence: str) -> ModelSpec:
     return _model(f"word-kd-{divergence}", f"Word-KD, {divergence}")
 
 
-def _pruned_model(ratio: float) -> ModelSpec:
-    return _model(f"pruned-{round(100 * ratio)}", f"Seq-KD, pruned {ratio:.0%}")
+def _pruned_model(ratio: float, scheme: str = "class-blind") -> ModelSpec:
+    key, label = f"pruned-{round(100 * ratio)}", f"Seq-KD, pruned {ratio:.0%}"
+    if scheme == "class-blind":
+        return _model(key, label)
+    return _model(f"{key}-{scheme}", f"{label} {scheme}")
+
+
+def _seeded(model: ModelSpec, seed: int) -> ModelSpec:
+    return model if seed == 1 else _model(f"{model.key}-seed{seed}", f"{model.label}, seed {seed}")
+
+
+def _averaged(model: ModelSpec, last: int) -> ModelSpec:
+    """``model``'s last ``last`` epoch checkpoints averaged: a stock checkpoint (seqkd-export)."""
+    return ModelSpec(f"{model.key}-avg{last}", f"{model.label}, average of last {last}",
+                     f"avg-{model.key}", f"models-avg/{model.key}.pt", plugin=False)
 
 
 def _gkd_model(beta: float) -> ModelSpec:
@@ -164,16 +226,60 @@ class Benchmark(Pipeline):
     preset: BenchmarkPreset
 
     def __init__(self, out: str | os.PathLike, preset: BenchmarkPreset,
-                 corpus: str | os.PathLike, threads: int = 1, jobs: int = 1, **kwargs: Any):
+                 corpus: str | os.PathLike, threads: int = 1, jobs: int = 1,
+                 part: str | None = None, **kwargs: Any):
         super().__init__(out, preset, corpus=corpus, threads=threads, jobs=jobs, **kwargs)
         self.extra_tests = extra_test_sets(self.raw) if self.raw.is_dir() else ()
         p = preset
+        table1 = {m.key: m for m in TABLE1}
         self.divergence_models = tuple(_divergence_model(d) for d in p.divergences)
-        self.pruned_models = tuple(_pruned_model(r) for r in p.prune_ratios)
+        self.pruned_models = (*(_pruned_model(r) for r in p.prune_ratios),
+                              *(_pruned_model(p.prune_ratio, s) for s in p.prune_schemes))
         self.gkd_models = tuple(_gkd_model(b) for b in p.gkd_betas)
         self.filtered_model = _filtered_model(p.filter_worst)
-        self.models = (*TABLE1, *self.divergence_models, *self.pruned_models, _DEEP_SHALLOW,
-                       *self.gkd_models, self.filtered_model)
+        self.averaged_models = tuple(_averaged(table1[k], p.average_last)
+                                     for k in p.average_models)
+        self.nbest_model = _model(f"seq-kd-seq-inter-{p.inter_nbest_large}",
+                                  f"Seq-KD + Seq-Inter ({p.inter_nbest_large}-best)")
+        self.seed_models = tuple(_seeded(table1[k], seed) for seed in p.extra_seeds
+                                 for k in self._seed_chain())
+        self.models = (*TABLE1, *self.averaged_models, self.nbest_model,
+                       *self.divergence_models, *self.pruned_models, _DEEP_SHALLOW,
+                       *self.gkd_models, self.filtered_model, _STRONG, *self.seed_models)
+        extra = (_STRONG, *self.seed_models, _DEEP_SHALLOW, *self.gkd_models,
+                 self.filtered_model, *self.divergence_models)
+        self._extra_stages = {"build-seq-kd-strong", "build-seq-kd-filtered", "deploy-export",
+                              "deploy-speed", *(n for m in extra for n in (m.key, f"eval-{m.key}"))}
+        if part is not None:
+            if part not in PARTS:
+                raise SeqKDError(f"--part must be one of {', '.join(PARTS)}, got {part!r}")
+            if self.only:
+                raise SeqKDError("--part and --only cannot be combined")
+            self.only = tuple(s.name for s in self.stages() if self.part_of(s.name) == part)
+
+    def part_of(self, stage: str) -> str:
+        """The run (``--part``) that makes a stage."""
+        return PARTS[1] if stage in self._extra_stages else PARTS[0]
+
+    def _seed_chain(self) -> list[str]:
+        """The seeded rows and the rows they are fine-tuned from, starts first."""
+        chain: list[str] = []
+        for key in self.preset.seed_rows:
+            todo = []
+            while key is not None:
+                todo.append(key)
+                key = _START.get(key)
+            chain += [k for k in reversed(todo) if k not in chain]
+        return chain
+
+    def _checkpointing(self, save: str) -> list[str]:
+        """Epoch checkpoints kept for the averaged models; patience for all but the pruning
+        retrains (their validation loss rises while the sparsity does)."""
+        p = self.preset
+        keep = (["--keep-last-epochs", str(p.average_last)] if save in p.average_models
+                else ["--no-epoch-checkpoints"])
+        pruning = save in {m.key for m in self.pruned_models}
+        return keep + (["--patience", str(p.patience)] if p.patience and not pruning else [])
 
     # ------------------------------------------------------------------ commands
 
@@ -195,26 +301,53 @@ class Benchmark(Pipeline):
         ]  # fmt: skip
 
     def _finetune(self, data: Path, model: ModelSpec, start: ModelSpec, *extra: str,
-                  arch: Arch | None = None) -> list[str]:
+                  arch: Arch | None = None, seed: int = 1) -> list[str]:
         p = self.preset
         teacher = arch is not None
         return self._train(
             data, model.key, arch or p.student, p.finetune_epochs, p.finetune_lr,
             p.teacher_dropout if teacher else p.student_dropout, *extra,
             "--finetune-from-model", str(self.out / start.checkpoint), warmup=p.prune_warmup,
+            seed=seed,
         )
+
+    def _prune_options(self, ratio: float, scheme: str) -> list[str]:
+        p = self.preset
+        gradual = (["--prune-schedule", "gradual", "--prune-at-update", "0",
+                    "--prune-end-update", str(p.prune_end_update),
+                    "--prune-interval", str(p.prune_interval)]
+                   if p.prune_schedule == "gradual" else [])
+        return ["--task", "translation_kd", "--prune-ratio", str(ratio), "--prune-scheme",
+                scheme, *gradual]
+
+    def _score_valid(self, model: ModelSpec) -> list[str]:
+        """The valid references scored by ``model`` (``--score-reference``): its NLL there,
+        comparable across criteria (see :func:`~.measures.reference_nll`)."""
+        return [
+            console_script("fairseq-generate"), str(self.data),
+            *(["--user-dir", self.plugin] if model.plugin else []),
+            "--path", str(self.out / model.checkpoint), "--gen-subset", "valid",
+            "--score-reference", "--batch-size", str(self.preset.eval_batch_size), "--cpu",
+            "--num-workers", "0", "--required-batch-size-multiple", "1",
+        ]  # fmt: skip
+
+    def valid_file(self, model: ModelSpec) -> Path:
+        return self.out / "valid" / f"{model.key}.txt"
 
     # ------------------------------------------------------------------ stages
 
     def stages(self) -> list[Stage]:
         """Preparation, then models in order of importance, each followed by its decoding, so
-        that a run cut short still has complete rows; the speed stage last, alone."""
+        that a run cut short still has complete rows; the speed stage after the Table-1 and
+        pruning rows, alone; then the rows of ``--part extra``."""
         p, out = self.preset, self.out
         by_key = {m.key: m for m in self.models}
         base = {s.name: s for s in super().stages()}
-        stages = [base["sentencepiece"], base["preprocess"], base["teacher"], base["baseline"]]
         seqkd_data, inter_data = out / "data-seq-kd", out / "data-seq-inter"
+        strong_data = out / "data-seq-kd-strong"
+        nbest_data = out / f"data-seq-inter-{p.inter_nbest_large}"
         caches = {name: out / f"cache-{name}" for name in ("gold", "seq-kd", "seq-inter")}
+        ls = self._ls()
 
         def model_stage(model: ModelSpec, description: str, command: list[str],
                         deps: list[str], after: tuple[str, ...] = ()) -> Stage:
@@ -230,50 +363,91 @@ class Benchmark(Pipeline):
                          [cache / "train.cache.json", cache / "valid.cache.json"],
                          deps=[*deps, "teacher"], clean=[cache])
 
-        ls = self._ls()
+        def word_kd(cache: str) -> list[str]:
+            return self._cached_word_kd(caches[cache])
+
+        # key -> (description, data, options, what it needs besides its start model)
+        recipes: dict[str, tuple[str, Path, list[str], list[str]]] = {
+            "baseline": (f"baseline student, {p.student.describe()}, gold data", self.data, ls,
+                         ["preprocess"]),
+            "word-kd": (f"Word-KD student (cached top-{p.kd_topk})", self.data,
+                        word_kd("gold"), ["cache-gold"]),
+            "seq-kd": ("Seq-KD student", seqkd_data, ls, ["build-seq-kd"]),
+            "seq-kd-word-kd": ("Seq-KD + Word-KD student", seqkd_data, word_kd("seq-kd"),
+                               ["cache-seq-kd"]),
+            "seq-kd-seq-inter": ("Seq-KD student fine-tuned on Seq-Inter", inter_data, ls,
+                                 ["build-seq-inter"]),
+            "baseline-seq-inter": ("baseline fine-tuned on Seq-Inter", inter_data, ls,
+                                   ["build-seq-inter"]),
+            "word-kd-seq-inter": ("Word-KD student fine-tuned on Seq-Inter", inter_data,
+                                  word_kd("seq-inter"), ["cache-seq-inter"]),
+            "all-three": ("Seq-KD + Word-KD student fine-tuned on Seq-Inter", inter_data,
+                          word_kd("seq-inter"), ["cache-seq-inter"]),
+        }
+
+        def row(key: str, seed: int = 1) -> Stage:
+            """A Table-1 student, with ``seed``; a fine-tuned one starts from its start
+            model trained with the same seed."""
+            what, data, options, deps = recipes[key]
+            model = _seeded(by_key[key], seed)
+            if key not in _START:
+                return model_stage(model, what + ("" if seed == 1 else f", seed {seed}"),
+                                   self._student(data, model.key, *options, seed=seed), deps)
+            start = _seeded(by_key[_START[key]], seed)
+            return model_stage(model, what + ("" if seed == 1 else f", seed {seed}"),
+                               self._finetune(data, model, start, *options, seed=seed),
+                               [start.stage, *deps])
+
+        stages = [base["sentencepiece"], base["preprocess"], base["teacher"], row("baseline"),
+                  base["build-seq-kd"], row("seq-kd"),
+                  cache_stage("gold", self.data, ["preprocess"]), row("word-kd"),
+                  base["build-seq-inter"], row("seq-kd-seq-inter"),
+                  cache_stage("seq-kd", seqkd_data, ["build-seq-kd"]), row("seq-kd-word-kd"),
+                  row("baseline-seq-inter"), cache_stage("seq-inter", inter_data,
+                                                         ["build-seq-inter"]),
+                  row("word-kd-seq-inter"), row("all-three"),
+                  model_stage(by_key["teacher-seq-inter"], "teacher fine-tuned on Seq-Inter",
+                              self._finetune(inter_data, by_key["teacher-seq-inter"], MODELS[0],
+                                             *ls, arch=p.teacher),
+                              ["teacher", "build-seq-inter"])]
+        stages += [self._average_stage(m, by_key[key])
+                   for key, m in zip(p.average_models, self.averaged_models, strict=True)]
         stages += [
-            base["build-seq-kd"],
-            base["seq-kd"],
-            cache_stage("gold", self.data, ["preprocess"]),
-            model_stage(by_key["word-kd"], f"Word-KD student (cached top-{p.kd_topk})",
-                        self._student(self.data, "word-kd", *self._cached_word_kd(caches["gold"])),
-                        ["cache-gold"]),
-            base["build-seq-inter"],
-            model_stage(by_key["seq-kd-seq-inter"], "Seq-KD student fine-tuned on Seq-Inter",
-                        self._finetune(inter_data, by_key["seq-kd-seq-inter"], _SEQ_KD, *ls),
-                        ["seq-kd", "build-seq-inter"]),
-            cache_stage("seq-kd", seqkd_data, ["build-seq-kd"]),
-            model_stage(by_key["seq-kd-word-kd"], "Seq-KD + Word-KD student",
-                        self._student(seqkd_data, "seq-kd-word-kd",
-                                      *self._cached_word_kd(caches["seq-kd"])),
-                        ["cache-seq-kd"]),
-            model_stage(by_key["baseline-seq-inter"], "baseline fine-tuned on Seq-Inter",
-                        self._finetune(inter_data, by_key["baseline-seq-inter"], MODELS[1], *ls),
-                        ["baseline", "build-seq-inter"]),
-            cache_stage("seq-inter", inter_data, ["build-seq-inter"]),
-            model_stage(by_key["word-kd-seq-inter"], "Word-KD student fine-tuned on Seq-Inter",
-                        self._finetune(inter_data, by_key["word-kd-seq-inter"], MODELS[2],
-                                       *self._cached_word_kd(caches["seq-inter"])),
-                        ["word-kd", "cache-seq-inter"]),
-            model_stage(by_key["all-three"], "Seq-KD + Word-KD student fine-tuned on Seq-Inter",
-                        self._finetune(inter_data, by_key["all-three"], MODELS[5],
-                                       *self._cached_word_kd(caches["seq-inter"])),
-                        ["seq-kd-word-kd", "cache-seq-inter"]),
-            model_stage(by_key["teacher-seq-inter"], "teacher fine-tuned on Seq-Inter",
-                        self._finetune(inter_data, by_key["teacher-seq-inter"], MODELS[0], *ls,
-                                       arch=p.teacher),
-                        ["teacher", "build-seq-inter"]),
+            Stage(f"build-seq-inter-{p.inter_nbest_large}",
+                  f"Seq-Inter data: best of the teacher's {p.inter_nbest_large}-best (beam "
+                  f"{p.inter_nbest_large}) by sentence BLEU",
+                  [self._build("seq-inter", nbest_data, "--sim", "bleu", "--nbest",
+                               str(p.inter_nbest_large), beam=p.inter_nbest_large)],
+                  [nbest_data / "train.src-tgt.tgt.bin", nbest_data / "dict.tgt.txt"],
+                  deps=["preprocess", "teacher"], clean=[nbest_data]),
+            model_stage(self.nbest_model, "Seq-KD student fine-tuned on the "
+                        f"{p.inter_nbest_large}-best Seq-Inter data",
+                        self._finetune(nbest_data, self.nbest_model, _SEQ_KD, *ls),
+                        ["seq-kd", f"build-seq-inter-{p.inter_nbest_large}"]),
         ]
-        for ratio, model in zip(p.prune_ratios, self.pruned_models, strict=True):
+        schemes = [*(("class-blind", r) for r in p.prune_ratios),
+                   *((s, p.prune_ratio) for s in p.prune_schemes)]
+        for (scheme, ratio), model in zip(schemes, self.pruned_models, strict=True):
             stages.append(model_stage(
-                model, f"Seq-KD student pruned {ratio:.0%} class-blind, retrained",
-                self._student(seqkd_data, model.key, *ls, "--task", "translation_kd",
-                              "--prune-ratio", str(ratio), "--prune-scheme", "class-blind",
+                model, f"Seq-KD student pruned {ratio:.0%} {scheme} ({p.prune_schedule}), "
+                "retrained at the student's lr",
+                self._student(seqkd_data, model.key, *ls, *self._prune_options(ratio, scheme),
                               "--finetune-from-model", str(out / _SEQ_KD.checkpoint),
-                              epochs=p.prune_epochs, lr=p.prune_lr, warmup=p.prune_warmup),
+                              epochs=p.prune_epochs),
                 ["seq-kd"]))
-        stages.append(base["deep-shallow"])
         stages.append(self._speed_stage())
+        # --part extra: the stronger source, the seeds, the rows of issues 11 and 13
+        stages += [
+            Stage("build-seq-kd-strong", f"Seq-KD data: Teacher + Seq-Inter beam {p.beam} on "
+                  "train", [self._build("seq-kd", strong_data,
+                                        teacher=by_key["teacher-seq-inter"].checkpoint)],
+                  [strong_data / "train.src-tgt.tgt.bin", strong_data / "dict.tgt.txt"],
+                  deps=["preprocess", "teacher-seq-inter"], clean=[strong_data]),
+            model_stage(_STRONG, "student on the Seq-KD data of Teacher + Seq-Inter",
+                        self._student(strong_data, _STRONG.key, *ls), ["build-seq-kd-strong"]),
+        ]
+        stages += [row(key, seed) for seed in p.extra_seeds for key in self._seed_chain()]
+        stages.append(base["deep-shallow"])
         stages += [self._deploy_export_stage(), self._deploy_speed_stage()]
         # beyond the paper (issue 13), after the speed measurement: the GKD rows take the
         # budget of Seq-KD + Word-KD (same data, epochs, lr and warm-up, hence the same number
@@ -295,12 +469,28 @@ class Benchmark(Pipeline):
                 self._student(self.data, model.key,
                               *self._cached_word_kd(caches["gold"], divergence)),
                 ["cache-gold"], ("speed",)))
+        by_stage = {m.stage: m for m in self.models}
         ordered: list[Stage] = []
         for stage in stages:  # each model's decoding right after it
             ordered.append(stage)
-            if stage.name in by_key:
-                ordered.append(self._eval_stage(by_key[stage.name]))
+            if stage.name in by_stage:
+                ordered.append(self._eval_stage(by_stage[stage.name]))
         return ordered
+
+    def _average_stage(self, averaged: ModelSpec, model: ModelSpec) -> Stage:
+        """``model``'s last epoch checkpoints averaged (a stock checkpoint), and the valid
+        references scored by the averaged and the best checkpoint."""
+        p, target = self.preset, self.out / averaged.checkpoint
+        files = [self.valid_file(model), self.valid_file(averaged)]
+        return Stage(
+            averaged.stage, f"{model.label}: average of the last {p.average_last} epoch "
+            "checkpoints; valid scored by it and by checkpoint_best",
+            [[console_script("seqkd-export"), "--checkpoint-dir",
+              str(self.out / "models" / model.key), "--average-last", str(p.average_last),
+              "--output", str(target)],
+             self._score_valid(model), self._score_valid(averaged)],
+            [target, *files], deps=[model.stage], clean=[target, *files],
+            mkdirs=[target.parent, files[0].parent], captures=[None, *files])
 
     def _filtered_build_stage(self, seqkd_data: Path, filtered_data: Path) -> Stage:
         """The Seq-KD data less its worst-scored sentences (dropped, not replaced by the gold
