@@ -28,6 +28,7 @@ test_2018_flickr); fairseq-preprocess binarizes them as ``test1``, ``test2``, ..
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -49,6 +50,14 @@ from ..distill.build import WORK_DIR
 from ..distill.evaluate import bleu, read_decoding
 from ..errors import SeqKDError
 from .corpus import CorpusSpec, count_lines
+from .measures import (
+    mark_noise,
+    matrix_sparsity,
+    mean_std,
+    pooled_std,
+    reference_nll,
+    valid_losses,
+)
 from .pipeline import GKD_LAMBDA, MODELS, SRC, TGT, ModelSpec, Pipeline, Stage
 from .presets import Arch, Preset
 from .report import ModelResult, plot_results
@@ -627,6 +636,8 @@ class Benchmark(Pipeline):
             if checkpoint.exists():
                 state = load_checkpoint_state(str(checkpoint), "--path")
                 entry["params"], entry["nonzero"] = parameter_counts(state["model"])
+                if model in self.pruned_models:
+                    entry["sparsity"] = matrix_sparsity(state["model"])
             hyps = {}
             for test_set in self.test_sets:
                 for b in (1, beam):
@@ -701,12 +712,13 @@ class Benchmark(Pipeline):
         return self._portable(text.replace(self.plugin, "fairseq_seqkd"))
 
     def _table1(self, scores: dict[str, dict[str, Any]]) -> str:
-        return self._bleu_table(scores, TABLE1, MODELS[1], "baseline")
+        return self._bleu_table(scores, TABLE1, MODELS[1], "baseline", self._seed_noise(scores))
 
     def _bleu_table(self, scores: dict[str, dict[str, Any]], models: tuple[ModelSpec, ...],
-                    reference: ModelSpec, versus: str) -> str:
+                    reference: ModelSpec, versus: str, noise: float | None = None) -> str:
         """One row per model: parameters, BLEU on every test set, greedy minus ``reference``'s
-        greedy on the first test set (column "greedy vs ``versus``")."""
+        greedy on the first test set (column "greedy vs ``versus``", marked when smaller than
+        two standard deviations ``noise`` of the seeds)."""
         beam, first = self.preset.beam, self.test_sets[0]
         base = scores[reference.key][f"{first}.beam1"]
         header = ["model", "params", f"{first} greedy", f"{first} beam {beam}",
@@ -717,7 +729,7 @@ class Benchmark(Pipeline):
             s = scores[model.key]
             g = s[f"{first}.beam1"]
             delta = ("" if g is None or base is None or model.key == reference.key
-                     else f"{g - base:+.2f}")
+                     else mark_noise(f"{g - base:+.2f}", g - base, noise))
             body.append([self._label(model), _count(s["params"]), _num(g),
                          _num(s[f"{first}.beam{beam}"]), delta, _pct(s["same"]),
                          *(f"{_num(s[f'{t}.beam1'])} / {_num(s[f'{t}.beam{beam}'])}"
@@ -753,7 +765,7 @@ class Benchmark(Pipeline):
             f"below comes from the run whose logs are beside this page; BLEU is sacrebleu "
             f"`{signature}` against the raw references.", "",
             f"## Table 1 (BLEU on {', '.join(self.test_sets)})", "",
-            self._table1(scores), "",
+            self._run_line(*(m.stage for m in TABLE1)), "", self._table1(scores), "",
             f"*greedy = beam*: share of {first} sentences whose greedy output equals the beam-"
             f"{beam} output. *greedy vs baseline*: greedy BLEU minus the baseline student's. "
             "Word-KD rows use the teacher's top-"
@@ -762,11 +774,15 @@ class Benchmark(Pipeline):
             *self._findings(scores, speeds), "",
             *([reasons, ""] if reasons else []),
             f"![test BLEU against decoding speed]({plot_name})", "",
+            *self._v2_targets(scores), "",
+            *self._seeds_section(scores), "",
+            *self._averaging_section(scores), "",
+            *self._source_section(scores), "",
+            *self._pruning_section(scores), "",
             "## Word-level divergences (beyond the paper)", "",
-            self._divergence_table(scores), "",
+            self._divergence_table(scores) if p.divergences else
+            f"Not in preset `{p.name}` (its `divergences` field is empty).", "",
             *self._onpolicy_section(scores), "",
-            "## Pruning the Seq-KD student (class-blind, retrained on the Seq-KD data)", "",
-            self._pruning_table(scores), "",
             f"## Decoding speed on {first} (CPU, fairseq-generate, {self.threads} thread(s))", "",
             self._speed_table(speeds), "",
             "Measured by one stage that runs alone after all training, with fairseq's own "
@@ -820,7 +836,8 @@ class Benchmark(Pipeline):
             text += f" ({best.label} {g[best.key]:.2f} vs {g[word_kd.key]:.2f}, {delta:+.2f})"
         return [
             "## On-policy distillation and score-filtered data (beyond the paper)", "",
-            self._bleu_table(scores, models, word_kd, word_kd.label), "",
+            self._bleu_table(scores, models, word_kd, word_kd.label, self._seed_noise(scores)),
+            "",
             f"GKD rows: the Seq-KD student fine-tuned with `--criterion gkd --gkd-lambda "
             f"{GKD_LAMBDA} --gkd-beta B --kd-alpha {p.kd_alpha}` (Agarwal et al. 2024: on a "
             "fraction lambda of the updates the student samples its own targets and the teacher "
@@ -903,13 +920,205 @@ class Benchmark(Pipeline):
                 for m, name in models]
         return _markdown_table(header, body)
 
-    def _pruning_table(self, scores: dict[str, dict[str, Any]]) -> str:
-        first, beam = self.test_sets[0], self.preset.beam
-        header = ["model", "params", "non-zero", f"{first} greedy", f"{first} beam {beam}"]
-        body = [[m.label, _count(scores[m.key]["params"]), _count(scores[m.key]["nonzero"]),
-                 _num(scores[m.key][f"{first}.beam1"]), _num(scores[m.key][f"{first}.beam{beam}"])]
-                for m in (_SEQ_KD, *self.pruned_models)]
-        return _markdown_table(header, body)
+    def _run_line(self, *stages: str) -> str:
+        parts = sorted({self.part_of(name) for name in stages}, key=PARTS.index)
+        return f"*Run: {' and '.join(f'`--part {part}`' for part in parts)}.*"
+
+    def _student_rows(self) -> tuple[ModelSpec, ...]:
+        """Every trained student row that competes for "best student"."""
+        averaged = zip(self.preset.average_models, self.averaged_models, strict=True)
+        return (*TABLE1[2:], *(m for key, m in averaged if key != "teacher"), self.nbest_model,
+                _STRONG)
+
+    def _versus(self, scores: dict[str, dict[str, Any]], a: str, b: str, beam_a: int = 1,
+                beam_b: int = 1) -> list[float] | None:
+        """``a`` (beam ``beam_a``) minus ``b`` (beam ``beam_b``) on every test set, first
+        test set first; None when one is not measured."""
+        out = []
+        for t in self.test_sets:
+            x, y = scores[a][f"{t}.beam{beam_a}"], scores[b][f"{t}.beam{beam_b}"]
+            if x is None or y is None:
+                return None
+            out.append(x - y)
+        return out
+
+    def _on_tests(self, deltas: list[float]) -> str:
+        rest = ", ".join(f"{t} {d:+.2f}" for t, d in zip(self.test_sets[1:], deltas[1:],
+                                                          strict=True))
+        return f"{deltas[0]:+.2f}" + (f"; {rest}" if rest else "")
+
+    def _v2_targets(self, scores: dict[str, dict[str, Any]]) -> list[str]:
+        p, first, beam = self.preset, self.test_sets[0], self.preset.beam
+        out = ["## Targets (issue 14) against this run", ""]
+        done = [m for m in self._student_rows() if scores[m.key][f"{first}.beam1"] is not None]
+        text = f"best student greedy within 0.5 BLEU of the teacher's beam {beam} on {first}"
+        ok = None
+        if done and scores["teacher"][f"{first}.beam{beam}"] is not None:
+            best = max(done, key=lambda m: scores[m.key][f"{first}.beam1"])
+            deltas = self._versus(scores, best.key, "teacher", 1, beam)
+            if deltas is not None:
+                ok = deltas[0] >= -0.5
+                text += f" ({best.label} minus teacher beam {beam}: {self._on_tests(deltas)})"
+        out.append(_target(text, ok))
+        gap = self._versus(scores, "seq-kd", "seq-kd", beam, 1)
+        out.append(_target(f"Seq-KD beam-minus-greedy gap at most 0.5 BLEU on {first}"
+                           + (f" ({self._on_tests(gap)})" if gap else ""),
+                           None if gap is None else gap[0] <= 0.5))
+        for ratio, limit in ((0.8, 0.5), (0.9, 1.5)):
+            key = f"pruned-{round(100 * ratio)}"
+            text = (f"{ratio:.0%} pruned (class-blind, {p.prune_schedule}) within {limit} BLEU "
+                    f"of its unpruned student, greedy on {first}")
+            drop = self._versus(scores, key, "seq-kd") if key in scores else None
+            out.append(_target(text + (f" ({self._on_tests(drop)})" if drop else ""),
+                               None if drop is None else drop[0] >= -limit))
+        return out
+
+    def _seed_values(self, scores: dict[str, dict[str, Any]], key: str,
+                     column: str) -> list[float]:
+        keys = [key, *(f"{key}-seed{seed}" for seed in self.preset.extra_seeds)]
+        return [scores[k][column] for k in keys if scores.get(k, {}).get(column) is not None]
+
+    def _seed_noise(self, scores: dict[str, dict[str, Any]]) -> float | None:
+        """The seed noise of greedy BLEU on the first test set, pooled over the seeded rows."""
+        column = f"{self.test_sets[0]}.beam1"
+        return pooled_std([self._seed_values(scores, k, column) for k in self._seed_chain()])
+
+    def _seeds_section(self, scores: dict[str, dict[str, Any]]) -> list[str]:
+        p, first, beam = self.preset, self.test_sets[0], self.preset.beam
+        columns = [*(f"{t}.beam1" for t in self.test_sets), f"{first}.beam{beam}"]
+        header = ["model", "seeds", *(f"{t} greedy" for t in self.test_sets),
+                  f"{first} beam {beam}"]
+        table1 = {m.key: m for m in TABLE1}
+
+        def cell(key: str, column: str) -> str:
+            values = self._seed_values(scores, key, column)
+            if not values:
+                return "-"
+            mean, std = mean_std(values)
+            return f"{mean:.2f} ± {std:.2f}"
+
+        chain = self._seed_chain()
+        body = [[self._label(table1[k]),
+                 str(len(self._seed_values(scores, k, columns[0]))),
+                 *(cell(k, c) for c in columns)] for k in chain]
+        noise = self._seed_noise(scores)
+        lines = []
+        rows = [k for k in p.seed_rows if self._seed_values(scores, k, columns[0])]
+        for a, b in itertools.pairwise(rows):
+            delta = (mean_std(self._seed_values(scores, b, columns[0]))[0]
+                     - mean_std(self._seed_values(scores, a, columns[0]))[0])
+            lines.append(f"- {table1[b].label} minus {table1[a].label}, mean greedy on {first}: "
+                         + mark_noise(f"{delta:+.2f}", delta, noise))
+        return [
+            f"## Seeds: mean ± standard deviation over seeds 1, "
+            f"{', '.join(map(str, p.extra_seeds))}", "", self._run_line(*(
+                f"{k}-seed{s}" for s in p.extra_seeds for k in chain)), "",
+            _markdown_table(header, body), "",
+            "Each seed retrains the row from scratch, and a fine-tuned row the model it starts "
+            "from, with `--seed N` (data order, dropout, initialisation). Seed noise: "
+            + ("not measured yet" if noise is None else
+               f"{noise:.2f} BLEU, the pooled sample standard deviation of {first} greedy over "
+               "these rows")
+            + "; every difference on this page smaller than two of it is marked "
+            "\"(< 2 std)\".", "", *lines,
+        ]
+
+    def _averaging_section(self, scores: dict[str, dict[str, Any]]) -> list[str]:
+        p, first, beam = self.preset, self.test_sets[0], self.preset.beam
+        header = ["model", "epochs trained", "valid NLL best",
+                  f"valid NLL avg {p.average_last}", "better on valid",
+                  f"{first} greedy best / avg", f"{first} beam {beam} best / avg"]
+        table1 = {m.key: m for m in TABLE1}
+        body, wins, measured = [], 0, 0
+        for key, avg in zip(p.average_models, self.averaged_models, strict=True):
+            model = table1[key]
+            log = self.out / "logs" / f"{model.stage}.log"
+            epochs = len(valid_losses(log.read_text(encoding="utf-8"))) if log.exists() else None
+            nll = [reference_nll(f.read_text(encoding="utf-8")) if f.exists() else None
+                   for f in (self.valid_file(model), self.valid_file(avg))]
+            better = "-"
+            if None not in nll:
+                measured += 1
+                wins += nll[1] < nll[0]
+                better = "average" if nll[1] < nll[0] else "best"
+            body.append([self._label(model), "-" if epochs is None else str(epochs),
+                         _num(nll[0]), _num(nll[1]), better,
+                         *(f"{_num(scores[key][c])} / {_num(scores[avg.key][c])}"
+                           for c in (f"{first}.beam1", f"{first}.beam{beam}"))])
+        verdict = ("not measured yet" if not measured else
+                   f"the average has the lower valid NLL for {wins} of {measured} models, so "
+                   + ("averaging should become the default" if 2 * wins > measured else
+                      "checkpoint_best stays the default"))
+        return [
+            f"## Convergence and checkpoint averaging (last {p.average_last} epochs)", "",
+            self._run_line(*(m.stage for m in self.averaged_models)), "",
+            _markdown_table(header, body), "",
+            f"Every model trains until its validation loss has not improved for {p.patience} "
+            f"epochs (`--patience {p.patience}`; caps: teacher {p.teacher_epochs}, students "
+            f"{p.student_epochs}, fine-tuning {p.finetune_epochs} epochs); *epochs trained* "
+            f"counts its validations. *avg*: `seqkd-export --checkpoint-dir DIR --average-last "
+            f"{p.average_last}` of its last epoch checkpoints (`--keep-last-epochs "
+            f"{p.average_last}`). Valid NLL: bits per reference token (`</s>` included) from "
+            "`fairseq-generate --gen-subset valid --score-reference`, the same measure "
+            f"whatever the training criterion. On valid, {verdict}.",
+        ]
+
+    def _source_section(self, scores: dict[str, dict[str, Any]]) -> list[str]:
+        p = self.preset
+        models = (_SEQ_KD, _STRONG, next(m for m in TABLE1 if m.key == "seq-kd-seq-inter"),
+                  self.nbest_model)
+        return [
+            "## A stronger source for the distilled data", "",
+            self._run_line(_STRONG.stage, self.nbest_model.stage), "",
+            self._bleu_table(scores, models, _SEQ_KD, "Seq-KD", self._seed_noise(scores)), "",
+            f"{_STRONG.label}: a student trained as Seq-KD on the beam-{p.beam} output of the "
+            f"teacher fine-tuned on Seq-Inter data. {self.nbest_model.label}: the Seq-KD "
+            f"student fine-tuned on Seq-Inter data chosen from the teacher's "
+            f"{p.inter_nbest_large}-best (beam {p.inter_nbest_large}) instead of its "
+            f"{p.inter_nbest}-best (the row above it).",
+        ]
+
+    def _pruning_section(self, scores: dict[str, dict[str, Any]]) -> list[str]:
+        p, first, beam = self.preset, self.test_sets[0], self.preset.beam
+        noise = self._seed_noise(scores)
+        base = scores[_SEQ_KD.key][f"{first}.beam1"]
+        header = ["model", "params", "non-zero", f"{first} greedy", f"{first} beam {beam}",
+                  "greedy vs Seq-KD", "valid loss by epoch"]
+        body = []
+        for m in (_SEQ_KD, *self.pruned_models):
+            s, g = scores[m.key], scores[m.key][f"{first}.beam1"]
+            log = self.out / "logs" / f"{m.stage}.log"
+            curve = valid_losses(log.read_text(encoding="utf-8")) if log.exists() else []
+            delta = ("" if g is None or base is None or m is _SEQ_KD
+                     else mark_noise(f"{g - base:+.2f}", g - base, noise))
+            body.append([m.label, _count(s["params"]), _count(s["nonzero"]), _num(g),
+                         _num(s[f"{first}.beam{beam}"]), delta,
+                         " ".join(f"{v:.2f}" for v in curve) or "-"])
+        sparsity = {m.label: scores[m.key].get("sparsity") for m in self.pruned_models}
+        measured = {label: v for label, v in sparsity.items() if v}
+        names = list(next(iter(measured.values()))) if measured else []
+        matrix = _markdown_table(
+            ["matrix", *measured],
+            [[name.removesuffix(".weight"), *(_pct(v.get(name)) for v in measured.values())]
+             for name in names]) if names else "(no pruned model yet)"
+        gradual = (f"sparsity raised along Zhu & Gupta's cubic schedule from update 0 to "
+                   f"{p.prune_end_update} (masks every {p.prune_interval} updates)"
+                   if p.prune_schedule == "gradual" else "pruned once before the first update")
+        return [
+            "## Pruning the Seq-KD student (retrained on the Seq-KD data)", "",
+            self._run_line(*(m.stage for m in self.pruned_models)), "",
+            _markdown_table(header, body), "",
+            f"Each pruned row starts from the trained Seq-KD student and retrains for "
+            f"{p.prune_epochs} epochs (no patience) at the student's own lr {p.student_lr} and "
+            f"warm-up {p.warmup}, {gradual}; class-blind at "
+            f"{', '.join(f'{r:.0%}' for r in p.prune_ratios)}, "
+            f"{' and '.join(p.prune_schemes)} at {p.prune_ratio:.0%}; every weight matrix, "
+            "embeddings included (See et al. 2016). *valid loss by epoch*: fairseq's "
+            "validation loss (label-smoothed, the retraining's criterion) after each epoch, "
+            "from the stage log.", "",
+            "Share of zeros per weight matrix of each pruned checkpoint (the shared "
+            "embedding counted once):", "", matrix,
+        ]
 
     def _speed_table(self, speeds: list[dict[str, Any]]) -> str:
         beam = self.preset.beam
