@@ -1146,22 +1146,25 @@ class Benchmark(Pipeline):
             + ", ".join(f"{t} ({counts[t]:,})" for t in self.test_sets)
             + f"; joint sentencepiece BPE, {p.vocab_size} pieces.",
             f"- Preset `{p.name}`: teacher {p.teacher.describe()} (ffn {p.teacher.ffn}, "
-            f"{p.teacher_epochs} epochs, lr {p.teacher_lr}), students {p.student.describe()} "
-            f"(ffn {p.student.ffn}, {p.student_epochs} epochs, lr {p.student_lr}); fine-tuning "
-            f"{p.finetune_epochs} epochs at lr {p.finetune_lr}; pruning retrains "
+            f"at most {p.teacher_epochs} epochs, lr {p.teacher_lr}), students "
+            f"{p.student.describe()} (ffn {p.student.ffn}, at most {p.student_epochs} epochs, "
+            f"lr {p.student_lr}); fine-tuning at most {p.finetune_epochs} epochs at lr "
+            f"{p.finetune_lr}; patience {p.patience or 'off'}; pruning retrains "
             f"{p.prune_epochs} epochs; `--max-tokens {p.max_tokens}`, Adam, inverse-sqrt "
             f"warm-up {p.warmup}; checkpoint_best by validation loss; Seq-KD data from teacher "
             f"beam {p.beam}, Seq-Inter from its {p.inter_nbest}-best; kd-alpha {p.kd_alpha}.",
             f"- Stages ran up to {self.jobs} at a time with {self.threads} thread(s) each "
             "(the speed stage alone). Tuning used validation loss only; no test-set choices.",
-            "", "| stage | wall s | CPU s |", "|---|---:|---:|",
+            "- Two runs in one output directory: `--part table1`, then `--part extra`.",
+            "", "| stage | run | wall s | CPU s |", "|---|---|---:|---:|",
         ]
         for stage in stages:  # from the stamps: the run that made each stage
             try:
                 stamp = json.loads(self._stamp_path(stage.name).read_text(encoding="utf-8"))
             except (OSError, ValueError):
                 continue
-            out.append(f"| {stage.name} | {stamp['seconds']:.0f} | {stamp['cpu_seconds']:.0f} |")
+            out.append(f"| {stage.name} | {self.part_of(stage.name)} | {stamp['seconds']:.0f} | "
+                       f"{stamp['cpu_seconds']:.0f} |")
         out += ["", "<details><summary>Every command, in stage order ($OUT is the output "
                 "directory, $CORPUS the corpus)</summary>", "", "```"]
         for stage in stages:
