@@ -1,15 +1,28 @@
 #!/usr/bin/env bash
-# Kim & Rush (2016) on Multi30k en-de (issue 6): every row of the paper's Table 1, word-level
-# KD with reverse_kl / js / tvd, the Seq-KD student pruned 50/80/90 %, and CPU decoding speed.
-# Writes docs/results/multi30k.md, its plot (.png) and the stage logs (multi30k-logs/).
+# Kim & Rush (2016) on Multi30k en-de (issues 6 and 14): every row of the paper's Table 1 with
+# each model trained until validation stops improving (--patience), last-5 checkpoint averaging,
+# Seq-Inter from the 20-best, the Seq-KD student pruned gradually (class-blind 50/80/90 %,
+# class-uniform and class-distribution at 80 %), 3 seeds of the baseline, Seq-KD and the best
+# row, Seq-KD data from Teacher + Seq-Inter, the deployment (issue 11) and on-policy (issue 13)
+# rows, and CPU decoding speed. Writes docs/results/multi30k.md, its plot (.png) and the stage
+# logs (multi30k-logs/).
 #
 #   examples/multi30k/run.sh [CORPUS_DIR] [seqkd-benchmark options...]
 #
 # CORPUS_DIR: raw train/valid/test.{src,tgt} (+ test_*.{src,tgt}), default
 # ../shared/data/multi30k-en-de beside the repository. Environment: OUT (working directory,
 # default runs/multi30k: data, checkpoints; not committed), DOC (results page, default
-# docs/results/multi30k.md). About 2 hours on 2 CPU cores; stop it at any time and run it again
-# to continue where it stopped (every stage is stamped; fairseq-train resumes its checkpoint).
+# docs/results/multi30k.md). The whole benchmark is two runs of about 3 hours each on 2 CPU cores
+# (~21,000 CPU-seconds each at the epoch caps; the multi30k preset in
+# fairseq_seqkd/demo/benchmark.py shows the per-stage estimate), in the same OUT:
+#
+#   examples/multi30k/run.sh --part table1   # Table 1, averaging, 20-best, pruning, speed
+#   examples/multi30k/run.sh --part extra    # seeds, stronger source, deployment, GKD, filtered
+#
+# Without --part it runs both (about 6 hours). Each page section names the run that makes it;
+# the page is rewritten after each run from whatever is done. Stop a run at any time and run it
+# again to continue where it stopped (every stage is stamped; fairseq-train resumes its
+# checkpoint).
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
 CORPUS=$REPO/../shared/data/multi30k-en-de

@@ -3,7 +3,8 @@
 Examples::
 
     seqkd-benchmark --corpus ../shared/data/multi30k-en-de --out runs/multi30k \\
-        --doc docs/results/multi30k.md              # about 2 hours on 2 CPU cores
+        --doc docs/results/multi30k.md --part table1   # about 3 hours on 2 CPU cores
+    seqkd-benchmark ... --part extra                # the other rows, about 3 hours more
     seqkd-benchmark --corpus DIR --dry-run          # print every stage's commands
     seqkd-benchmark --corpus DIR --report-only      # write the page from what is done
     seqkd-benchmark --corpus DIR --only eval-deep-shallow,deploy-speed   # and their inputs
@@ -29,7 +30,7 @@ from fairseq_seqkd.cli.demo import (
     with_vocab_size,
 )
 from fairseq_seqkd.cli.entry import OneLineParser, run_main
-from fairseq_seqkd.demo.benchmark import BENCHMARK_PRESETS, Benchmark
+from fairseq_seqkd.demo.benchmark import BENCHMARK_PRESETS, PARTS, Benchmark
 
 PROG = "seqkd-benchmark"
 
@@ -60,6 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="independent stages run at once (default: the CPU cores, at most "
                         "4); the speed stage always runs alone")
     add_only_option(parser)
+    parser.add_argument("--part", choices=PARTS,
+                        help="run one part of the page, each about 3 hours on 2 cores with the "
+                        "multi30k preset, in the same --out: table1 (the paper's table, "
+                        "averaging, 20-best Seq-Inter, pruning, speed), then extra (seeds, the "
+                        "stronger Seq-KD source, deployment, GKD, filtered); default: all")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--dry-run", action="store_true",
                       help="print the stages and their commands, run nothing")
@@ -73,7 +79,7 @@ def _run(argv: Sequence[str] | None) -> int:
     check_parallelism(args)
     bench = Benchmark(args.out, with_vocab_size(BENCHMARK_PRESETS[args.preset], args),
                       corpus=args.corpus, threads=args.threads, jobs=args.jobs,
-                      only=args.only)
+                      only=args.only, part=args.part)
     if args.dry_run:
         print_stages(bench)
         return 0

@@ -28,6 +28,7 @@ test_2018_flickr); fairseq-preprocess binarizes them as ``test1``, ``test2``, ..
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -49,6 +50,14 @@ from ..distill.evaluate import bleu, read_decoding
 from ..errors import SeqKDError
 from .corpus import CorpusSpec, count_lines
 from .decode import decoding_json, read_decoding_run
+from .measures import (
+    mark_noise,
+    matrix_sparsity,
+    mean_std,
+    pooled_std,
+    reference_nll,
+    valid_losses,
+)
 from .pipeline import (
     GKD_LAMBDA,
     MAX_LEN_A,
@@ -76,10 +85,29 @@ class BenchmarkPreset(Preset):
     divergences: tuple[str, ...] = ("reverse_kl", "js", "tvd")
     gkd_betas: tuple[float, ...] = (0.1, 0.5)
     filter_worst: float = 10.0  # % of the Seq-KD data dropped by teacher score
+    # issue 14. Convergence: every model but the pruning retrains stops after this many
+    # validations without a better validation loss (fairseq --patience; 0: off), the epochs
+    # above being caps; these models keep their last epoch checkpoints and get a row that
+    # averages the last ``average_last`` (seqkd-export --average-last), scored on valid
+    patience: int = 0
+    average_last: int = 5
+    average_models: tuple[str, ...] = ("teacher", "baseline", "word-kd", "seq-kd",
+                                       "seq-kd-word-kd")
+    # seed noise: these rows (and the rows they start from) again with each extra seed
+    extra_seeds: tuple[int, ...] = (2, 3)
+    seed_rows: tuple[str, ...] = ("baseline", "seq-kd", "all-three")
+    # pruning: class-blind at ``prune_ratios`` and the other schemes at ``prune_ratio``, each
+    # retrained from the Seq-KD student for ``prune_epochs`` at the student's lr and warm-up;
+    # "gradual": Zhu & Gupta's cubic schedule from update 0 to ``prune_end_update``
+    prune_schemes: tuple[str, ...] = ("class-uniform", "class-distribution")
+    prune_schedule: str = "gradual"
+    prune_end_update: int = 2000
+    prune_interval: int = 50
+    inter_nbest_large: int = 20  # a Seq-Inter build from this n-best (beam n), a row
 
 
 BENCHMARK_PRESETS: dict[str, BenchmarkPreset] = {
-    # every stage in seconds on a few hundred generated sentences: proves the wiring (CI)
+    # every stage kind in seconds on a few hundred generated sentences: proves the wiring (CI)
     "ci": BenchmarkPreset(
         name="ci",
         corpus=CorpusSpec(train=200, valid=40, test=40),
@@ -89,19 +117,44 @@ BENCHMARK_PRESETS: dict[str, BenchmarkPreset] = {
         teacher_epochs=2, student_epochs=1, prune_epochs=1, finetune_epochs=1,
         teacher_lr=0.01, student_lr=0.01, prune_lr=0.003, warmup=10,
         max_tokens=1000, eval_batch_size=40, build_batch_size=100, prune_ratios=(0.5, 0.9),
+        divergences=("js",), patience=2, average_last=2, average_models=("teacher",),
+        extra_seeds=(2,), seed_rows=("seq-kd", "all-three"),
+        prune_schemes=("class-distribution",), prune_end_update=2, prune_interval=1,
+        inter_nbest_large=8,
     ),
-    # Multi30k en-de on 2 CPU cores: teacher ~7M parameters, students ~1.6M (~4x fewer), the
-    # whole benchmark sized to finish in about 2 hours with 2 stages at a time
+    # Multi30k en-de on 2 CPU cores: teacher ~7M parameters, students ~1.6M (~4x fewer), in two
+    # runs of about 3 hours with 2 stages at a time (--part table1, then --part extra). Epochs
+    # are caps (patience 2 stops a model earlier); sized from the v1 run's CPU seconds
+    # (docs/results/multi30k.md): an epoch of 272 updates costs the teacher 272 CPU-s, a
+    # student ~93 (cached Word-KD too), a fine-tuning epoch ~90 (teacher 265); decoding the
+    # three test sets greedy + beam 5 costs a student 50, the teacher 85; build-seq-kd 268,
+    # build-seq-inter (5-best) 408, a cache 110; a 20-best build ~1,400 (3x the beam-5
+    # decoding, 4x the scoring); GKD ~2.8 CPU-s an update (v1's GKD rows, one core).
+    # --part table1, at the caps: preparation 10, teacher 20 x 272 = 5,440, four students
+    # 4 x 10 x 93 = 3,720, builds 676, caches 330, four fine-tunes 4 x 4 x 90 = 1,440,
+    # teacher + Seq-Inter 4 x 265 = 1,060, averaging 5 x 30 (export, valid scores), 20-best
+    # build 1,400 + fine-tune 360, five pruning retrains 5 x 10 x 93 = 4,650, speed 130,
+    # decoding 20 models ~1,150: ~20,500 CPU-s.
+    # --part extra: Seq-KD from Teacher + Seq-Inter 268 + 930, seeds 2 x (3 x 930 + 360) =
+    # 6,300, deep-shallow ~1,000, deployment ~340, GKD beta 0.1 2,720 updates x 2.8 = 7,600,
+    # filtered ~870, decoding 13 models ~650: ~18,000 CPU-s. Left out to fit, measured in v1
+    # (one seed each): the word-level divergence rows (``divergences``) and GKD at beta 0.5
+    # (``gkd_betas``). Teacher outputs with a phrase more than twice in a row
+    # (decoding loops: 675 of v1's 29,000 Seq-KD targets) fall back to the reference.
     "multi30k": BenchmarkPreset(
         name="multi30k",
         corpus=CorpusSpec(),
         vocab_size=5000,
         teacher=Arch(256, 3, 4, 1024),
         student=Arch(128, 2, 4, 512),
-        teacher_epochs=8, student_epochs=6, prune_epochs=2, finetune_epochs=2,
-        teacher_lr=0.0015, student_lr=0.002, prune_lr=0.0005, finetune_lr=0.0005,
+        teacher_epochs=20, student_epochs=10, prune_epochs=10, finetune_epochs=4,
+        teacher_lr=0.0015, student_lr=0.002, prune_lr=0.002, finetune_lr=0.0005,
         warmup=400, max_tokens=2048, teacher_dropout=0.2, student_dropout=0.1,
-        eval_batch_size=64, build_batch_size=128,
+        eval_batch_size=64, build_batch_size=128, divergences=(), gkd_betas=(0.1,),
+        patience=2, max_repeats=2,
+        # 10 retraining epochs of ~272 updates: sparsity rises to the target over the first
+        # ~7.4 epochs, then ~2.6 epochs recover at full sparsity
+        prune_end_update=2000, prune_interval=50,
     ),
 }
 
@@ -125,6 +178,14 @@ TABLE1: tuple[ModelSpec, ...] = (
 )
 _SEQ_KD = MODELS[3]
 _DEEP_SHALLOW = MODELS[6]
+#: the model each fine-tuned Table-1 student starts from
+_START: dict[str, str] = {"baseline-seq-inter": "baseline", "word-kd-seq-inter": "word-kd",
+                          "seq-kd-seq-inter": "seq-kd", "all-three": "seq-kd-word-kd"}
+_STRONG = _model("seq-kd-strong", "Seq-KD, data from Teacher + Seq-Inter")
+#: the runs the page may come from (``--part``): the paper's table with the convergence,
+#: averaging, n-best and pruning rows; then the seeds, the stronger source and the rows of
+#: issues 11 and 13
+PARTS: tuple[str, ...] = ("table1", "extra")
 #: The deployment rows (issue 11): label -> (trained model, quantization); fairseq rows decode
 #: the stock exports (``seqkd-export``), CTranslate2 rows the ``--format ctranslate2`` ones.
 DEPLOY_FAIRSEQ: dict[str, str] = {"teacher": "teacher", "student": "seq-kd",
@@ -142,8 +203,21 @@ def _divergence_model(divergence: str) -> ModelSpec:
     return _model(f"word-kd-{divergence}", f"Word-KD, {divergence}")
 
 
-def _pruned_model(ratio: float) -> ModelSpec:
-    return _model(f"pruned-{round(100 * ratio)}", f"Seq-KD, pruned {ratio:.0%}")
+def _pruned_model(ratio: float, scheme: str = "class-blind") -> ModelSpec:
+    key, label = f"pruned-{round(100 * ratio)}", f"Seq-KD, pruned {ratio:.0%}"
+    if scheme == "class-blind":
+        return _model(key, label)
+    return _model(f"{key}-{scheme}", f"{label} {scheme}")
+
+
+def _seeded(model: ModelSpec, seed: int) -> ModelSpec:
+    return model if seed == 1 else _model(f"{model.key}-seed{seed}", f"{model.label}, seed {seed}")
+
+
+def _averaged(model: ModelSpec, last: int) -> ModelSpec:
+    """``model``'s last ``last`` epoch checkpoints averaged: a stock checkpoint (seqkd-export)."""
+    return ModelSpec(f"{model.key}-avg{last}", f"{model.label}, average of last {last}",
+                     f"avg-{model.key}", f"models-avg/{model.key}.pt", plugin=False)
 
 
 def _gkd_model(beta: float) -> ModelSpec:
@@ -173,39 +247,110 @@ class Benchmark(Pipeline):
     preset: BenchmarkPreset
 
     def __init__(self, out: str | os.PathLike, preset: BenchmarkPreset,
-                 corpus: str | os.PathLike, threads: int = 1, jobs: int = 1, **kwargs: Any):
+                 corpus: str | os.PathLike, threads: int = 1, jobs: int = 1,
+                 part: str | None = None, **kwargs: Any):
         super().__init__(out, preset, corpus=corpus, threads=threads, jobs=jobs, **kwargs)
         self.extra_tests = extra_test_sets(self.raw) if self.raw.is_dir() else ()
         p = preset
+        table1 = {m.key: m for m in TABLE1}
         self.divergence_models = tuple(_divergence_model(d) for d in p.divergences)
-        self.pruned_models = tuple(_pruned_model(r) for r in p.prune_ratios)
+        self.pruned_models = (*(_pruned_model(r) for r in p.prune_ratios),
+                              *(_pruned_model(p.prune_ratio, s) for s in p.prune_schemes))
         self.gkd_models = tuple(_gkd_model(b) for b in p.gkd_betas)
         self.filtered_model = _filtered_model(p.filter_worst)
-        self.models = (*TABLE1, *self.divergence_models, *self.pruned_models, _DEEP_SHALLOW,
-                       *self.gkd_models, self.filtered_model)
+        self.averaged_models = tuple(_averaged(table1[k], p.average_last)
+                                     for k in p.average_models)
+        self.nbest_model = _model(f"seq-kd-seq-inter-{p.inter_nbest_large}",
+                                  f"Seq-KD + Seq-Inter ({p.inter_nbest_large}-best)")
+        self.seed_models = tuple(_seeded(table1[k], seed) for seed in p.extra_seeds
+                                 for k in self._seed_chain())
+        self.models = (*TABLE1, *self.averaged_models, self.nbest_model,
+                       *self.divergence_models, *self.pruned_models, _DEEP_SHALLOW,
+                       *self.gkd_models, self.filtered_model, _STRONG, *self.seed_models)
+        extra = (_STRONG, *self.seed_models, _DEEP_SHALLOW, *self.gkd_models,
+                 self.filtered_model, *self.divergence_models)
+        self._extra_stages = {"build-seq-kd-strong", "build-seq-kd-filtered", "deploy-export",
+                              "deploy-speed", *(n for m in extra for n in (m.key, f"eval-{m.key}"))}
+        if part is not None:
+            if part not in PARTS:
+                raise SeqKDError(f"--part must be one of {', '.join(PARTS)}, got {part!r}")
+            if self.only:
+                raise SeqKDError("--part and --only cannot be combined")
+            self.only = tuple(s.name for s in self.stages() if self.part_of(s.name) == part)
+
+    def part_of(self, stage: str) -> str:
+        """The run (``--part``) that makes a stage."""
+        return PARTS[1] if stage in self._extra_stages else PARTS[0]
+
+    def _seed_chain(self) -> list[str]:
+        """The seeded rows and the rows they are fine-tuned from, starts first."""
+        chain: list[str] = []
+        for key in self.preset.seed_rows:
+            todo = []
+            while key is not None:
+                todo.append(key)
+                key = _START.get(key)
+            chain += [k for k in reversed(todo) if k not in chain]
+        return chain
+
+    def _checkpointing(self, save: str) -> list[str]:
+        """Epoch checkpoints kept for the averaged models; patience for all but the pruning
+        retrains (their validation loss rises while the sparsity does)."""
+        p = self.preset
+        keep = (["--keep-last-epochs", str(p.average_last)] if save in p.average_models
+                else ["--no-epoch-checkpoints"])
+        pruning = save in {m.key for m in self.pruned_models}
+        return keep + (["--patience", str(p.patience)] if p.patience and not pruning else [])
 
     # ------------------------------------------------------------------ commands
 
     def _finetune(self, data: Path, model: ModelSpec, start: ModelSpec, *extra: str,
-                  arch: Arch | None = None) -> list[str]:
+                  arch: Arch | None = None, seed: int = 1) -> list[str]:
         p = self.preset
         teacher = arch is not None
         return self._train(
             data, model.key, arch or p.student, p.finetune_epochs, p.finetune_lr,
             p.teacher_dropout if teacher else p.student_dropout, *extra,
             "--finetune-from-model", str(self.out / start.checkpoint), warmup=p.prune_warmup,
+            seed=seed,
         )
+
+    def _prune_options(self, ratio: float, scheme: str) -> list[str]:
+        p = self.preset
+        gradual = (["--prune-schedule", "gradual", "--prune-at-update", "0",
+                    "--prune-end-update", str(p.prune_end_update),
+                    "--prune-interval", str(p.prune_interval)]
+                   if p.prune_schedule == "gradual" else [])
+        return ["--task", "translation_kd", "--prune-ratio", str(ratio), "--prune-scheme",
+                scheme, *gradual]
+
+    def _score_valid(self, model: ModelSpec) -> list[str]:
+        """The valid references scored by ``model`` (``--score-reference``): its NLL there,
+        comparable across criteria (see :func:`~.measures.reference_nll`)."""
+        return [
+            console_script("fairseq-generate"), str(self.data),
+            *(["--user-dir", self.plugin] if model.plugin else []),
+            "--path", str(self.out / model.checkpoint), "--gen-subset", "valid",
+            "--score-reference", "--batch-size", str(self.preset.eval_batch_size), "--cpu",
+            "--num-workers", "0", "--required-batch-size-multiple", "1",
+        ]  # fmt: skip
+
+    def valid_file(self, model: ModelSpec) -> Path:
+        return self.out / "valid" / f"{model.key}.txt"
 
     # ------------------------------------------------------------------ stages
 
     def stages(self) -> list[Stage]:
         """Preparation, then models in order of importance, each followed by its decoding, so
-        that a run cut short still has complete rows; the speed stage last, alone."""
+        that a run cut short still has complete rows; the speed stage after the Table-1 and
+        pruning rows, alone; then the rows of ``--part extra``."""
         p, out = self.preset, self.out
         by_key = {m.key: m for m in self.models}
         base = {s.name: s for s in super().stages()}
-        stages = [base["sentencepiece"], base["preprocess"], base["teacher"], base["baseline"]]
         seqkd_data, inter_data = out / "data-seq-kd", out / "data-seq-inter"
+        strong_data = out / "data-seq-kd-strong"
+        nbest_data = out / f"data-seq-inter-{p.inter_nbest_large}"
+        ls = self._ls()
 
         def model_stage(model: ModelSpec, description: str, command: list[str],
                         deps: list[str], after: tuple[str, ...] = ()) -> Stage:
@@ -213,50 +358,88 @@ class Benchmark(Pipeline):
             return Stage(model.key, description, [command], [save / "checkpoint_best.pt"],
                          deps=deps, after=list(after), clean=[save])
 
-        ls = self._ls()
+        # key -> (description, data, options, what it needs besides its start model)
+        recipes: dict[str, tuple[str, Path, list[str], list[str]]] = {
+            "baseline": (f"baseline student, {p.student.describe()}, gold data", self.data, ls,
+                         ["preprocess"]),
+            "word-kd": (f"Word-KD student (cached top-{p.kd_topk})", self.data,
+                        self._cached_word_kd("gold"), ["cache-gold"]),
+            "seq-kd": ("Seq-KD student", seqkd_data, ls, ["build-seq-kd"]),
+            "seq-kd-word-kd": ("Seq-KD + Word-KD student", seqkd_data,
+                               self._cached_word_kd("seq-kd"), ["cache-seq-kd"]),
+            "seq-kd-seq-inter": ("Seq-KD student fine-tuned on Seq-Inter", inter_data, ls,
+                                 ["build-seq-inter"]),
+            "baseline-seq-inter": ("baseline fine-tuned on Seq-Inter", inter_data, ls,
+                                   ["build-seq-inter"]),
+            "word-kd-seq-inter": ("Word-KD student fine-tuned on Seq-Inter", inter_data,
+                                  self._cached_word_kd("seq-inter"), ["cache-seq-inter"]),
+            "all-three": ("Seq-KD + Word-KD student fine-tuned on Seq-Inter", inter_data,
+                          self._cached_word_kd("seq-inter"), ["cache-seq-inter"]),
+        }
+
+        def row(key: str, seed: int = 1) -> Stage:
+            """A Table-1 student, with ``seed``; a fine-tuned one starts from its start
+            model trained with the same seed."""
+            what, data, options, deps = recipes[key]
+            model = _seeded(by_key[key], seed)
+            if key not in _START:
+                return model_stage(model, what + ("" if seed == 1 else f", seed {seed}"),
+                                   self._student(data, model.key, *options, seed=seed), deps)
+            start = _seeded(by_key[_START[key]], seed)
+            return model_stage(model, what + ("" if seed == 1 else f", seed {seed}"),
+                               self._finetune(data, model, start, *options, seed=seed),
+                               [start.stage, *deps])
+
+        stages = [base["sentencepiece"], base["preprocess"], base["teacher"], row("baseline"),
+                  base["build-seq-kd"], row("seq-kd"),
+                  self._cache_stage("gold", self.data, ["preprocess"]), row("word-kd"),
+                  base["build-seq-inter"], row("seq-kd-seq-inter"),
+                  self._cache_stage("seq-kd", seqkd_data, ["build-seq-kd"]),
+                  row("seq-kd-word-kd"), row("baseline-seq-inter"),
+                  self._cache_stage("seq-inter", inter_data, ["build-seq-inter"]),
+                  row("word-kd-seq-inter"), row("all-three"),
+                  model_stage(by_key["teacher-seq-inter"], "teacher fine-tuned on Seq-Inter",
+                              self._finetune(inter_data, by_key["teacher-seq-inter"], MODELS[0],
+                                             *ls, arch=p.teacher),
+                              ["teacher", "build-seq-inter"])]
+        stages += [self._average_stage(m, by_key[key])
+                   for key, m in zip(p.average_models, self.averaged_models, strict=True)]
         stages += [
-            base["build-seq-kd"],
-            base["seq-kd"],
-            self._cache_stage("gold", self.data, ["preprocess"]),
-            model_stage(by_key["word-kd"], f"Word-KD student (cached top-{p.kd_topk})",
-                        self._student(self.data, "word-kd", *self._cached_word_kd("gold")),
-                        ["cache-gold"]),
-            base["build-seq-inter"],
-            model_stage(by_key["seq-kd-seq-inter"], "Seq-KD student fine-tuned on Seq-Inter",
-                        self._finetune(inter_data, by_key["seq-kd-seq-inter"], _SEQ_KD, *ls),
-                        ["seq-kd", "build-seq-inter"]),
-            self._cache_stage("seq-kd", seqkd_data, ["build-seq-kd"]),
-            model_stage(by_key["seq-kd-word-kd"], "Seq-KD + Word-KD student",
-                        self._student(seqkd_data, "seq-kd-word-kd",
-                                      *self._cached_word_kd("seq-kd")),
-                        ["cache-seq-kd"]),
-            model_stage(by_key["baseline-seq-inter"], "baseline fine-tuned on Seq-Inter",
-                        self._finetune(inter_data, by_key["baseline-seq-inter"], MODELS[1], *ls),
-                        ["baseline", "build-seq-inter"]),
-            self._cache_stage("seq-inter", inter_data, ["build-seq-inter"]),
-            model_stage(by_key["word-kd-seq-inter"], "Word-KD student fine-tuned on Seq-Inter",
-                        self._finetune(inter_data, by_key["word-kd-seq-inter"], MODELS[2],
-                                       *self._cached_word_kd("seq-inter")),
-                        ["word-kd", "cache-seq-inter"]),
-            model_stage(by_key["all-three"], "Seq-KD + Word-KD student fine-tuned on Seq-Inter",
-                        self._finetune(inter_data, by_key["all-three"], MODELS[5],
-                                       *self._cached_word_kd("seq-inter")),
-                        ["seq-kd-word-kd", "cache-seq-inter"]),
-            model_stage(by_key["teacher-seq-inter"], "teacher fine-tuned on Seq-Inter",
-                        self._finetune(inter_data, by_key["teacher-seq-inter"], MODELS[0], *ls,
-                                       arch=p.teacher),
-                        ["teacher", "build-seq-inter"]),
+            Stage(f"build-seq-inter-{p.inter_nbest_large}",
+                  f"Seq-Inter data: best of the teacher's {p.inter_nbest_large}-best (beam "
+                  f"{p.inter_nbest_large}) by sentence BLEU",
+                  [self._build("seq-inter", nbest_data, "--sim", "bleu", beam=p.inter_nbest_large,
+                               nbest=p.inter_nbest_large)],
+                  [nbest_data / "train.src-tgt.tgt.bin", nbest_data / "dict.tgt.txt"],
+                  deps=["preprocess", "teacher"], clean=[nbest_data]),
+            model_stage(self.nbest_model, "Seq-KD student fine-tuned on the "
+                        f"{p.inter_nbest_large}-best Seq-Inter data",
+                        self._finetune(nbest_data, self.nbest_model, _SEQ_KD, *ls),
+                        ["seq-kd", f"build-seq-inter-{p.inter_nbest_large}"]),
         ]
-        for ratio, model in zip(p.prune_ratios, self.pruned_models, strict=True):
+        schemes = [*(("class-blind", r) for r in p.prune_ratios),
+                   *((s, p.prune_ratio) for s in p.prune_schemes)]
+        for (scheme, ratio), model in zip(schemes, self.pruned_models, strict=True):
             stages.append(model_stage(
-                model, f"Seq-KD student pruned {ratio:.0%} class-blind, retrained",
-                self._student(seqkd_data, model.key, *ls, "--task", "translation_kd",
-                              "--prune-ratio", str(ratio), "--prune-scheme", "class-blind",
+                model, f"Seq-KD student pruned {ratio:.0%} {scheme} ({p.prune_schedule}), "
+                "retrained at the student's lr",
+                self._student(seqkd_data, model.key, *ls, *self._prune_options(ratio, scheme),
                               "--finetune-from-model", str(out / _SEQ_KD.checkpoint),
-                              epochs=p.prune_epochs, lr=p.prune_lr, warmup=p.prune_warmup),
+                              epochs=p.prune_epochs),
                 ["seq-kd"]))
-        stages.append(base["deep-shallow"])
         stages.append(self._speed_stage())
+        # --part extra: the stronger source, the seeds, the rows of issues 11 and 13
+        stages += [
+            Stage("build-seq-kd-strong", f"Seq-KD data: Teacher + Seq-Inter beam {p.beam} on "
+                  "train", [self._build("seq-kd", strong_data,
+                                        teacher=by_key["teacher-seq-inter"].checkpoint)],
+                  [strong_data / "train.src-tgt.tgt.bin", strong_data / "dict.tgt.txt"],
+                  deps=["preprocess", "teacher-seq-inter"], clean=[strong_data]),
+            model_stage(_STRONG, "student on the Seq-KD data of Teacher + Seq-Inter",
+                        self._student(strong_data, _STRONG.key, *ls), ["build-seq-kd-strong"]),
+        ]
+        stages += [row(key, seed) for seed in p.extra_seeds for key in self._seed_chain()]
+        stages.append(base["deep-shallow"])
         stages += [self._deploy_export_stage(), self._deploy_speed_stage()]
         # beyond the paper (issue 13), after the speed measurement: the GKD rows take the
         # budget of Seq-KD + Word-KD (same data, epochs, lr and warm-up, hence the same number
@@ -278,12 +461,28 @@ class Benchmark(Pipeline):
                 self._student(self.data, model.key,
                               *self._cached_word_kd("gold", divergence)),
                 ["cache-gold"], ("speed",)))
+        by_stage = {m.stage: m for m in self.models}
         ordered: list[Stage] = []
         for stage in stages:  # each model's decoding right after it
             ordered.append(stage)
-            if stage.name in by_key:
-                ordered.append(self._eval_stage(by_key[stage.name]))
+            if stage.name in by_stage:
+                ordered.append(self._eval_stage(by_stage[stage.name]))
         return ordered
+
+    def _average_stage(self, averaged: ModelSpec, model: ModelSpec) -> Stage:
+        """``model``'s last epoch checkpoints averaged (a stock checkpoint), and the valid
+        references scored by the averaged and the best checkpoint."""
+        p, target = self.preset, self.out / averaged.checkpoint
+        files = [self.valid_file(model), self.valid_file(averaged)]
+        return Stage(
+            averaged.stage, f"{model.label}: average of the last {p.average_last} epoch "
+            "checkpoints; valid scored by it and by checkpoint_best",
+            [[console_script("seqkd-export"), "--checkpoint-dir",
+              str(self.out / "models" / model.key), "--average-last", str(p.average_last),
+              "--output", str(target)],
+             self._score_valid(model), self._score_valid(averaged)],
+            [target, *files], deps=[model.stage], clean=[target, *files],
+            mkdirs=[target.parent, files[0].parent], captures=[None, *files])
 
     def _filtered_build_stage(self, filtered_data: Path) -> Stage:
         """The Seq-KD data less its worst-scored sentences (dropped, not replaced by the gold
@@ -429,6 +628,8 @@ class Benchmark(Pipeline):
             if checkpoint.exists():
                 state = load_checkpoint_state(str(checkpoint), "--path")
                 entry["params"], entry["nonzero"] = parameter_counts(state["model"])
+                if model in self.pruned_models:
+                    entry["sparsity"] = matrix_sparsity(state["model"])
             hyps = {}
             for test_set in self.test_sets:
                 for b in (1, beam):
@@ -503,12 +704,13 @@ class Benchmark(Pipeline):
         return self._portable(text.replace(self.plugin, "fairseq_seqkd"))
 
     def _table1(self, scores: dict[str, dict[str, Any]]) -> str:
-        return self._bleu_table(scores, TABLE1, MODELS[1], "baseline")
+        return self._bleu_table(scores, TABLE1, MODELS[1], "baseline", self._seed_noise(scores))
 
     def _bleu_table(self, scores: dict[str, dict[str, Any]], models: tuple[ModelSpec, ...],
-                    reference: ModelSpec, versus: str) -> str:
+                    reference: ModelSpec, versus: str, noise: float | None = None) -> str:
         """One row per model: parameters, BLEU on every test set, greedy minus ``reference``'s
-        greedy on the first test set (column "greedy vs ``versus``")."""
+        greedy on the first test set (column "greedy vs ``versus``", marked when smaller than
+        two standard deviations ``noise`` of the seeds)."""
         beam, first = self.preset.beam, self.test_sets[0]
         base = scores[reference.key][f"{first}.beam1"]
         header = ["model", "params", f"{first} greedy", f"{first} beam {beam}",
@@ -519,7 +721,7 @@ class Benchmark(Pipeline):
             s = scores[model.key]
             g = s[f"{first}.beam1"]
             delta = ("" if g is None or base is None or model.key == reference.key
-                     else f"{g - base:+.2f}")
+                     else mark_noise(f"{g - base:+.2f}", g - base, noise))
             body.append([self._label(model), _count(s["params"]), _num(g),
                          _num(s[f"{first}.beam{beam}"]), delta, _pct(s["same"]),
                          *(f"{_num(s[f'{t}.beam1'])} / {_num(s[f'{t}.beam{beam}'])}"
@@ -555,7 +757,7 @@ class Benchmark(Pipeline):
             f"below comes from the run whose logs are beside this page; BLEU is sacrebleu "
             f"`{signature}` against the raw references.", "",
             f"## Table 1 (BLEU on {', '.join(self.test_sets)})", "",
-            self._table1(scores), "",
+            self._run_line(*(m.stage for m in TABLE1)), "", self._table1(scores), "",
             f"*greedy = beam*: share of {first} sentences whose greedy output equals the beam-"
             f"{beam} output. *greedy vs baseline*: greedy BLEU minus the baseline student's. "
             "Word-KD rows use the teacher's top-"
@@ -564,11 +766,15 @@ class Benchmark(Pipeline):
             *self._findings(scores, speeds), "",
             *([reasons, ""] if reasons else []),
             f"![test BLEU against decoding speed]({plot_name})", "",
+            *self._v2_targets(scores), "",
+            *self._seeds_section(scores), "",
+            *self._averaging_section(scores), "",
+            *self._source_section(scores), "",
+            *self._pruning_section(scores), "",
             "## Word-level divergences (beyond the paper)", "",
-            self._divergence_table(scores), "",
+            self._divergence_table(scores) if p.divergences else
+            f"Not in preset `{p.name}` (its `divergences` field is empty).", "",
             *self._onpolicy_section(scores), "",
-            "## Pruning the Seq-KD student (class-blind, retrained on the Seq-KD data)", "",
-            self._pruning_table(scores), "",
             f"## Decoding speed on {first} (CPU, fairseq-generate, {self.threads} thread(s))", "",
             self._speed_table(speeds), "",
             "Measured by one stage that runs alone after all training, with fairseq's own "
@@ -622,7 +828,8 @@ class Benchmark(Pipeline):
             text += f" ({best.label} {g[best.key]:.2f} vs {g[word_kd.key]:.2f}, {delta:+.2f})"
         return [
             "## On-policy distillation and score-filtered data (beyond the paper)", "",
-            self._bleu_table(scores, models, word_kd, word_kd.label), "",
+            self._bleu_table(scores, models, word_kd, word_kd.label, self._seed_noise(scores)),
+            "",
             f"GKD rows: the Seq-KD student fine-tuned with `--criterion gkd --gkd-lambda "
             f"{GKD_LAMBDA} --gkd-beta B --kd-alpha {p.kd_alpha}` (Agarwal et al. 2024: on a "
             "fraction lambda of the updates the student samples its own targets and the teacher "
@@ -705,13 +912,205 @@ class Benchmark(Pipeline):
                 for m, name in models]
         return _markdown_table(header, body)
 
-    def _pruning_table(self, scores: dict[str, dict[str, Any]]) -> str:
-        first, beam = self.test_sets[0], self.preset.beam
-        header = ["model", "params", "non-zero", f"{first} greedy", f"{first} beam {beam}"]
-        body = [[m.label, _count(scores[m.key]["params"]), _count(scores[m.key]["nonzero"]),
-                 _num(scores[m.key][f"{first}.beam1"]), _num(scores[m.key][f"{first}.beam{beam}"])]
-                for m in (_SEQ_KD, *self.pruned_models)]
-        return _markdown_table(header, body)
+    def _run_line(self, *stages: str) -> str:
+        parts = sorted({self.part_of(name) for name in stages}, key=PARTS.index)
+        return f"*Run: {' and '.join(f'`--part {part}`' for part in parts)}.*"
+
+    def _student_rows(self) -> tuple[ModelSpec, ...]:
+        """Every trained student row that competes for "best student"."""
+        averaged = zip(self.preset.average_models, self.averaged_models, strict=True)
+        return (*TABLE1[2:], *(m for key, m in averaged if key != "teacher"), self.nbest_model,
+                _STRONG)
+
+    def _versus(self, scores: dict[str, dict[str, Any]], a: str, b: str, beam_a: int = 1,
+                beam_b: int = 1) -> list[float] | None:
+        """``a`` (beam ``beam_a``) minus ``b`` (beam ``beam_b``) on every test set, first
+        test set first; None when one is not measured."""
+        out = []
+        for t in self.test_sets:
+            x, y = scores[a][f"{t}.beam{beam_a}"], scores[b][f"{t}.beam{beam_b}"]
+            if x is None or y is None:
+                return None
+            out.append(x - y)
+        return out
+
+    def _on_tests(self, deltas: list[float]) -> str:
+        rest = ", ".join(f"{t} {d:+.2f}" for t, d in zip(self.test_sets[1:], deltas[1:],
+                                                          strict=True))
+        return f"{deltas[0]:+.2f}" + (f"; {rest}" if rest else "")
+
+    def _v2_targets(self, scores: dict[str, dict[str, Any]]) -> list[str]:
+        p, first, beam = self.preset, self.test_sets[0], self.preset.beam
+        out = ["## Targets (issue 14) against this run", ""]
+        done = [m for m in self._student_rows() if scores[m.key][f"{first}.beam1"] is not None]
+        text = f"best student greedy within 0.5 BLEU of the teacher's beam {beam} on {first}"
+        ok = None
+        if done and scores["teacher"][f"{first}.beam{beam}"] is not None:
+            best = max(done, key=lambda m: scores[m.key][f"{first}.beam1"])
+            deltas = self._versus(scores, best.key, "teacher", 1, beam)
+            if deltas is not None:
+                ok = deltas[0] >= -0.5
+                text += f" ({best.label} minus teacher beam {beam}: {self._on_tests(deltas)})"
+        out.append(_target(text, ok))
+        gap = self._versus(scores, "seq-kd", "seq-kd", beam, 1)
+        out.append(_target(f"Seq-KD beam-minus-greedy gap at most 0.5 BLEU on {first}"
+                           + (f" ({self._on_tests(gap)})" if gap else ""),
+                           None if gap is None else gap[0] <= 0.5))
+        for ratio, limit in ((0.8, 0.5), (0.9, 1.5)):
+            key = f"pruned-{round(100 * ratio)}"
+            text = (f"{ratio:.0%} pruned (class-blind, {p.prune_schedule}) within {limit} BLEU "
+                    f"of its unpruned student, greedy on {first}")
+            drop = self._versus(scores, key, "seq-kd") if key in scores else None
+            out.append(_target(text + (f" ({self._on_tests(drop)})" if drop else ""),
+                               None if drop is None else drop[0] >= -limit))
+        return out
+
+    def _seed_values(self, scores: dict[str, dict[str, Any]], key: str,
+                     column: str) -> list[float]:
+        keys = [key, *(f"{key}-seed{seed}" for seed in self.preset.extra_seeds)]
+        return [scores[k][column] for k in keys if scores.get(k, {}).get(column) is not None]
+
+    def _seed_noise(self, scores: dict[str, dict[str, Any]]) -> float | None:
+        """The seed noise of greedy BLEU on the first test set, pooled over the seeded rows."""
+        column = f"{self.test_sets[0]}.beam1"
+        return pooled_std([self._seed_values(scores, k, column) for k in self._seed_chain()])
+
+    def _seeds_section(self, scores: dict[str, dict[str, Any]]) -> list[str]:
+        p, first, beam = self.preset, self.test_sets[0], self.preset.beam
+        columns = [*(f"{t}.beam1" for t in self.test_sets), f"{first}.beam{beam}"]
+        header = ["model", "seeds", *(f"{t} greedy" for t in self.test_sets),
+                  f"{first} beam {beam}"]
+        table1 = {m.key: m for m in TABLE1}
+
+        def cell(key: str, column: str) -> str:
+            values = self._seed_values(scores, key, column)
+            if not values:
+                return "-"
+            mean, std = mean_std(values)
+            return f"{mean:.2f} ± {std:.2f}"
+
+        chain = self._seed_chain()
+        body = [[self._label(table1[k]),
+                 str(len(self._seed_values(scores, k, columns[0]))),
+                 *(cell(k, c) for c in columns)] for k in chain]
+        noise = self._seed_noise(scores)
+        lines = []
+        rows = [k for k in p.seed_rows if self._seed_values(scores, k, columns[0])]
+        for a, b in itertools.pairwise(rows):
+            delta = (mean_std(self._seed_values(scores, b, columns[0]))[0]
+                     - mean_std(self._seed_values(scores, a, columns[0]))[0])
+            lines.append(f"- {table1[b].label} minus {table1[a].label}, mean greedy on {first}: "
+                         + mark_noise(f"{delta:+.2f}", delta, noise))
+        return [
+            f"## Seeds: mean ± standard deviation over seeds 1, "
+            f"{', '.join(map(str, p.extra_seeds))}", "", self._run_line(*(
+                f"{k}-seed{s}" for s in p.extra_seeds for k in chain)), "",
+            _markdown_table(header, body), "",
+            "Each seed retrains the row from scratch, and a fine-tuned row the model it starts "
+            "from, with `--seed N` (data order, dropout, initialisation). Seed noise: "
+            + ("not measured yet" if noise is None else
+               f"{noise:.2f} BLEU, the pooled sample standard deviation of {first} greedy over "
+               "these rows")
+            + "; every difference on this page smaller than two of it is marked "
+            "\"(< 2 std)\".", "", *lines,
+        ]
+
+    def _averaging_section(self, scores: dict[str, dict[str, Any]]) -> list[str]:
+        p, first, beam = self.preset, self.test_sets[0], self.preset.beam
+        header = ["model", "epochs trained", "valid NLL best",
+                  f"valid NLL avg {p.average_last}", "better on valid",
+                  f"{first} greedy best / avg", f"{first} beam {beam} best / avg"]
+        table1 = {m.key: m for m in TABLE1}
+        body, wins, measured = [], 0, 0
+        for key, avg in zip(p.average_models, self.averaged_models, strict=True):
+            model = table1[key]
+            log = self.out / "logs" / f"{model.stage}.log"
+            epochs = len(valid_losses(log.read_text(encoding="utf-8"))) if log.exists() else None
+            nll = [reference_nll(f.read_text(encoding="utf-8")) if f.exists() else None
+                   for f in (self.valid_file(model), self.valid_file(avg))]
+            better = "-"
+            if None not in nll:
+                measured += 1
+                wins += nll[1] < nll[0]
+                better = "average" if nll[1] < nll[0] else "best"
+            body.append([self._label(model), "-" if epochs is None else str(epochs),
+                         _num(nll[0]), _num(nll[1]), better,
+                         *(f"{_num(scores[key][c])} / {_num(scores[avg.key][c])}"
+                           for c in (f"{first}.beam1", f"{first}.beam{beam}"))])
+        verdict = ("not measured yet" if not measured else
+                   f"the average has the lower valid NLL for {wins} of {measured} models, so "
+                   + ("averaging should become the default" if 2 * wins > measured else
+                      "checkpoint_best stays the default"))
+        return [
+            f"## Convergence and checkpoint averaging (last {p.average_last} epochs)", "",
+            self._run_line(*(m.stage for m in self.averaged_models)), "",
+            _markdown_table(header, body), "",
+            f"Every model trains until its validation loss has not improved for {p.patience} "
+            f"epochs (`--patience {p.patience}`; caps: teacher {p.teacher_epochs}, students "
+            f"{p.student_epochs}, fine-tuning {p.finetune_epochs} epochs); *epochs trained* "
+            f"counts its validations. *avg*: `seqkd-export --checkpoint-dir DIR --average-last "
+            f"{p.average_last}` of its last epoch checkpoints (`--keep-last-epochs "
+            f"{p.average_last}`). Valid NLL: bits per reference token (`</s>` included) from "
+            "`fairseq-generate --gen-subset valid --score-reference`, the same measure "
+            f"whatever the training criterion. On valid, {verdict}.",
+        ]
+
+    def _source_section(self, scores: dict[str, dict[str, Any]]) -> list[str]:
+        p = self.preset
+        models = (_SEQ_KD, _STRONG, next(m for m in TABLE1 if m.key == "seq-kd-seq-inter"),
+                  self.nbest_model)
+        return [
+            "## A stronger source for the distilled data", "",
+            self._run_line(_STRONG.stage, self.nbest_model.stage), "",
+            self._bleu_table(scores, models, _SEQ_KD, "Seq-KD", self._seed_noise(scores)), "",
+            f"{_STRONG.label}: a student trained as Seq-KD on the beam-{p.beam} output of the "
+            f"teacher fine-tuned on Seq-Inter data. {self.nbest_model.label}: the Seq-KD "
+            f"student fine-tuned on Seq-Inter data chosen from the teacher's "
+            f"{p.inter_nbest_large}-best (beam {p.inter_nbest_large}) instead of its "
+            f"{p.inter_nbest}-best (the row above it).",
+        ]
+
+    def _pruning_section(self, scores: dict[str, dict[str, Any]]) -> list[str]:
+        p, first, beam = self.preset, self.test_sets[0], self.preset.beam
+        noise = self._seed_noise(scores)
+        base = scores[_SEQ_KD.key][f"{first}.beam1"]
+        header = ["model", "params", "non-zero", f"{first} greedy", f"{first} beam {beam}",
+                  "greedy vs Seq-KD", "valid loss by epoch"]
+        body = []
+        for m in (_SEQ_KD, *self.pruned_models):
+            s, g = scores[m.key], scores[m.key][f"{first}.beam1"]
+            log = self.out / "logs" / f"{m.stage}.log"
+            curve = valid_losses(log.read_text(encoding="utf-8")) if log.exists() else []
+            delta = ("" if g is None or base is None or m is _SEQ_KD
+                     else mark_noise(f"{g - base:+.2f}", g - base, noise))
+            body.append([m.label, _count(s["params"]), _count(s["nonzero"]), _num(g),
+                         _num(s[f"{first}.beam{beam}"]), delta,
+                         " ".join(f"{v:.2f}" for v in curve) or "-"])
+        sparsity = {m.label: scores[m.key].get("sparsity") for m in self.pruned_models}
+        measured = {label: v for label, v in sparsity.items() if v}
+        names = list(next(iter(measured.values()))) if measured else []
+        matrix = _markdown_table(
+            ["matrix", *measured],
+            [[name.removesuffix(".weight"), *(_pct(v.get(name)) for v in measured.values())]
+             for name in names]) if names else "(no pruned model yet)"
+        gradual = (f"sparsity raised along Zhu & Gupta's cubic schedule from update 0 to "
+                   f"{p.prune_end_update} (masks every {p.prune_interval} updates)"
+                   if p.prune_schedule == "gradual" else "pruned once before the first update")
+        return [
+            "## Pruning the Seq-KD student (retrained on the Seq-KD data)", "",
+            self._run_line(*(m.stage for m in self.pruned_models)), "",
+            _markdown_table(header, body), "",
+            f"Each pruned row starts from the trained Seq-KD student and retrains for "
+            f"{p.prune_epochs} epochs (no patience) at the student's own lr {p.student_lr} and "
+            f"warm-up {p.warmup}, {gradual}; class-blind at "
+            f"{', '.join(f'{r:.0%}' for r in p.prune_ratios)}, "
+            f"{' and '.join(p.prune_schemes)} at {p.prune_ratio:.0%}; every weight matrix, "
+            "embeddings included (See et al. 2016). *valid loss by epoch*: fairseq's "
+            "validation loss (label-smoothed, the retraining's criterion) after each epoch, "
+            "from the stage log.", "",
+            "Share of zeros per weight matrix of each pruned checkpoint (the shared "
+            "embedding counted once):", "", matrix,
+        ]
 
     def _speed_table(self, speeds: list[dict[str, Any]]) -> str:
         beam = self.preset.beam
@@ -743,9 +1142,10 @@ class Benchmark(Pipeline):
             + ", ".join(f"{t} ({counts[t]:,})" for t in self.test_sets)
             + f"; joint sentencepiece BPE, {p.vocab_size} pieces.",
             f"- Preset `{p.name}`: teacher {p.teacher.describe()} (ffn {p.teacher.ffn}, "
-            f"{p.teacher_epochs} epochs, lr {p.teacher_lr}), students {p.student.describe()} "
-            f"(ffn {p.student.ffn}, {p.student_epochs} epochs, lr {p.student_lr}); fine-tuning "
-            f"{p.finetune_epochs} epochs at lr {p.finetune_lr}; pruning retrains "
+            f"at most {p.teacher_epochs} epochs, lr {p.teacher_lr}), students "
+            f"{p.student.describe()} (ffn {p.student.ffn}, at most {p.student_epochs} epochs, "
+            f"lr {p.student_lr}); fine-tuning at most {p.finetune_epochs} epochs at lr "
+            f"{p.finetune_lr}; patience {p.patience or 'off'}; pruning retrains "
             f"{p.prune_epochs} epochs; `--max-tokens {p.max_tokens}`, Adam, inverse-sqrt "
             f"warm-up {p.warmup}; checkpoint_best by validation loss; Seq-KD data from teacher "
             f"beam {p.beam}, Seq-Inter from its {p.inter_nbest}-best; kd-alpha {p.kd_alpha}.",
@@ -755,14 +1155,16 @@ class Benchmark(Pipeline):
             f"{p.beam}, by one process (`python -m fairseq_seqkd.demo.decode`: fairseq's "
             "generation pipeline in-process, what `fairseq-generate` runs with the same "
             "options, hypotheses identical); speeds come from the speed stages only.",
-            "", "| stage | wall s | CPU s |", "|---|---:|---:|",
+            "- Two runs in one output directory: `--part table1`, then `--part extra`.",
+            "", "| stage | run | wall s | CPU s |", "|---|---|---:|---:|",
         ]
         for stage in stages:  # from the stamps: the run that made each stage
             try:
                 stamp = json.loads(self._stamp_path(stage.name).read_text(encoding="utf-8"))
             except (OSError, ValueError):
                 continue
-            out.append(f"| {stage.name} | {stamp['seconds']:.0f} | {stamp['cpu_seconds']:.0f} |")
+            out.append(f"| {stage.name} | {self.part_of(stage.name)} | {stamp['seconds']:.0f} | "
+                       f"{stamp['cpu_seconds']:.0f} |")
         out += ["", "<details><summary>Every command, in stage order ($OUT is the output "
                 "directory, $CORPUS the corpus)</summary>", "", "```"]
         for stage in stages:

@@ -323,7 +323,8 @@ class Pipeline:
     # ------------------------------------------------------------------ stage list
 
     def _train(self, data: Path, save: str, arch: Arch, epochs: int, lr: float, dropout: float,
-               *extra: str, plugin: bool = True, warmup: int | None = None) -> list[str]:
+               *extra: str, plugin: bool = True, warmup: int | None = None,
+               seed: int = 1) -> list[str]:
         p = self.preset
         warmup = p.warmup if warmup is None else warmup
         return [
@@ -333,19 +334,25 @@ class Pipeline:
             "--optimizer", "adam", "--adam-betas", "(0.9,0.98)", "--clip-norm", "1.0",
             "--lr", str(lr), "--lr-scheduler", "inverse_sqrt", "--warmup-updates", str(warmup),
             "--max-tokens", str(p.max_tokens), "--max-epoch", str(epochs),
-            "--dropout", str(dropout), "--seed", "1",
+            "--dropout", str(dropout), "--seed", str(seed),
             "--cpu", "--num-workers", "0", "--no-progress-bar", "--log-format", "simple",
-            "--log-interval", "50", "--no-epoch-checkpoints",
+            "--log-interval", "50", *self._checkpointing(save),
             "--save-dir", str(self.out / "models" / save),
             *extra,
         ]  # fmt: skip
 
+    def _checkpointing(self, save: str) -> list[str]:
+        """fairseq-train's checkpoint and stopping options for the model saved in ``save``:
+        the best checkpoint only (the benchmark keeps epoch checkpoints to average)."""
+        return ["--no-epoch-checkpoints"]
+
     def _student(self, data: Path, save: str, *extra: str, epochs: int | None = None,
-                 lr: float | None = None, warmup: int | None = None) -> list[str]:
+                 lr: float | None = None, warmup: int | None = None, seed: int = 1) -> list[str]:
         p = self.preset
         return self._train(
             data, save, p.student, p.student_epochs if epochs is None else epochs,
             p.student_lr if lr is None else lr, p.student_dropout, *extra, warmup=warmup,
+            seed=seed,
         )
 
     def _ls(self) -> list[str]:
@@ -362,15 +369,18 @@ class Pipeline:
                 "--gkd-beta", str(beta),
                 "--finetune-from-model", str(self.out / MODELS[3].checkpoint)]
 
-    def _build(self, strategy: str, output: Path, *extra: str) -> list[str]:
-        """Every build decodes the same teacher n-best (``inter_nbest`` hypotheses; Seq-KD takes
-        the first), so each later build can start from the Seq-KD build's (:meth:`_rebuild`)."""
+    def _build(self, strategy: str, output: Path, *extra: str, teacher: str | None = None,
+               beam: int | None = None, nbest: int | None = None) -> list[str]:
+        """seqkd-build from ``teacher`` (a checkpoint relative to the output directory; the
+        teacher by default) with beam ``beam`` (the preset's by default). It decodes the
+        ``nbest``-best (``inter_nbest`` by default; Seq-KD takes the first), so each later build
+        from the same teacher can start from the Seq-KD build's (:meth:`_rebuild`)."""
         p = self.preset
         return [
             console_script("seqkd-build"), "--data", str(self.data),
-            "--teacher", str(self.out / MODELS[0].checkpoint), "--output", str(output),
-            "--strategy", strategy, "--beam", str(p.beam), "--nbest", str(p.inter_nbest),
-            *extra,
+            "--teacher", str(self.out / (teacher or MODELS[0].checkpoint)), "--output",
+            str(output), "--strategy", strategy, "--beam", str(beam or p.beam),
+            "--nbest", str(nbest or p.inter_nbest), *extra,
             *(["--max-repeats", str(p.max_repeats)] if p.max_repeats is not None else []),
             # the evaluation's output cap: a teacher caught in a loop stops at ~30 tokens,
             # not at fairseq's 200 (one such sentence holds up its whole batch)

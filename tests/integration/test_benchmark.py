@@ -14,6 +14,7 @@ import pytest
 from fairseq_seqkd.demo.benchmark import BENCHMARK_PRESETS, TABLE1, Benchmark
 from fairseq_seqkd.demo.corpus import CorpusSpec, write_corpus
 from fairseq_seqkd.demo.decode import read_decoding_run
+from fairseq_seqkd.demo.measures import reference_nll
 
 from ..conftest import cli, run_cli
 
@@ -121,6 +122,31 @@ def test_every_stage_ran_and_every_model_was_decoded(first_run):
     assert "[1/3] generate: skipped, complete" in build and "worst-scored 10 %" in build
     kept = (out / "data-seq-kd-filtered" / "train.kept-indices").read_text().split()
     assert 150 < len(kept) <= 180  # 200 training pairs less 10 % (and any empty output)
+    # issue 14: epoch checkpoints kept and averaged, valid scored by best and average
+    teacher_log = (out / "logs" / "teacher.log").read_text()
+    assert "--keep-last-epochs 2 --patience 2" in teacher_log
+    assert "--no-epoch-checkpoints --patience 2" in (out / "logs" / "baseline.log").read_text()
+    assert (out / "models" / "teacher" / "checkpoint2.pt").is_file()
+    avg = (out / "logs" / "avg-teacher.log").read_text()
+    assert "seqkd-export --checkpoint-dir $OUT/models/teacher --average-last 2" in avg
+    for name in ("teacher", "teacher-avg2"):
+        assert reference_nll((out / "valid" / f"{name}.txt").read_text()) > 0
+    # gradual pruning from the Seq-KD student at the student's lr, no patience
+    for key, scheme in (("pruned-90", "class-blind"),
+                        ("pruned-80-class-distribution", "class-distribution")):
+        log = (out / "logs" / f"{key}.log").read_text()
+        assert (f"--prune-scheme {scheme} --prune-schedule gradual --prune-at-update 0 "
+                "--prune-end-update 2 --prune-interval 1") in log
+        assert "--lr 0.01 " in log and "--patience" not in log
+    # the 8-best Seq-Inter build, the Seq-KD data of Teacher + Seq-Inter, the seeds
+    assert "--beam 8 --nbest 8" in (out / "logs" / "build-seq-inter-8.log").read_text()
+    assert "--teacher $OUT/models/teacher-seq-inter/checkpoint_best.pt" in (
+        out / "logs" / "build-seq-kd-strong.log").read_text()
+    seeded = (out / "logs" / "all-three-seed2.log").read_text()
+    assert "--seed 2 " in seeded
+    assert "--finetune-from-model $OUT/models/seq-kd-word-kd-seed2/checkpoint_best.pt" in seeded
+    assert [m.key for m in bench.seed_models] == ["seq-kd-seed2", "seq-kd-word-kd-seed2",
+                                                  "all-three-seed2"]
     speed = sorted(p.name for p in (out / "speed").iterdir())
     assert len(speed) == 7 and "teacher.beam5.batch1.txt" in speed
     assert "seq-kd.beam1.batch1.txt" in speed and "deploy.json" in speed
@@ -142,7 +168,9 @@ def test_results_page_has_every_table(first_run):
     assert page == (root / "out" / "results.md").read_text().replace(
         "results.png", "bench.png")
     found = tables(page)
-    table1, divergences, onpolicy, pruning, speed, deploy = found[:6]
+    assert len(found) == 11
+    (table1, seeds, averaging, source, pruning, sparsity, divergences, onpolicy, speed,
+     deploy) = found[:10]
     header, rows = table1
     assert header[:6] == ["model", "params", "test greedy", "test beam 5",
                           "greedy vs baseline", "greedy = beam"]
@@ -154,13 +182,35 @@ def test_results_page_has_every_table(first_run):
         assert re.fullmatch(r"[\d.]+ / [\d.]+", row[6])
     params = [int(r[1].replace(",", "")) for r in rows]
     assert params[0] == params[1] > 2 * params[2] and len(set(params[2:])) == 1
-    assert [r[0] for r in divergences[1]] == ["kl (Word-KD above)", "reverse_kl", "js", "tvd"]
+    assert [r[0] for r in divergences[1]] == ["kl (Word-KD above)", "js"]
+    # issue 14: seeds, averaging, the stronger source, pruning schemes, targets
+    assert [r[:2] for r in seeds[1]] == [["Seq-KD", "2"], ["Seq-KD + Word-KD", "2"],
+                                         ["Seq-KD + Seq-Inter + Word-KD", "2"]]
+    assert all(re.fullmatch(r"[\d.]+ ± [\d.]+", c) for r in seeds[1] for c in r[2:])
+    assert re.search(r"Seed noise: [\d.]+ BLEU", page)
+    assert re.search(r"- Seq-KD \+ Seq-Inter \+ Word-KD minus Seq-KD, mean greedy on test: "
+                     r"[+-][\d.]+( \(< 2 std\))?\n", page)
+    assert averaging[1][0][0].startswith("Teacher") and averaging[1][0][1] == "2"
+    assert averaging[1][0][4] in ("best", "average") and float(averaging[1][0][2]) > 0
+    assert re.search(r"On valid, the average has the lower valid NLL for [01] of 1 models", page)
+    assert [r[0] for r in source[1]] == ["Seq-KD", "Seq-KD, data from Teacher + Seq-Inter",
+                                         "Seq-KD + Seq-Inter", "Seq-KD + Seq-Inter (8-best)"]
+    assert pruning[0][-1] == "valid loss by epoch"
+    assert re.fullmatch(r"[\d.]+", pruning[1][1][6])  # one retraining epoch, one validation
+    assert sparsity[0] == ["matrix", "Seq-KD, pruned 50%", "Seq-KD, pruned 90%",
+                           "Seq-KD, pruned 80% class-distribution"]
+    assert sparsity[1][0][0] == "encoder.embed_tokens"
+    assert not any(r[0] == "decoder.embed_tokens" for r in sparsity[1])  # tied: counted once
+    assert "*Run: `--part table1`.*" in page and "*Run: `--part extra`.*" in page
+    assert len(re.findall(r"Targets \(issue 14\).*\n\n(- .*\*\*(met|MISSED)\*\*\n){4}",
+                          page)) == 1
     assert onpolicy[0][4] == "greedy vs Seq-KD + Word-KD"
     assert [r[0] for r in onpolicy[1]] == ["Seq-KD", "Seq-KD + Word-KD", "Seq-KD + GKD (beta 0.1)",
                                            "Seq-KD + GKD (beta 0.5)", "Seq-KD, filtered 10 %"]
     assert all(0 <= float(r[2]) <= 100 and re.fullmatch(r"[\d.]+ / [\d.]+", r[6])
                for r in onpolicy[1])
-    assert onpolicy[1][1][4] == "" and re.fullmatch(r"[+-]\d+\.\d\d", onpolicy[1][2][4])
+    assert onpolicy[1][1][4] == ""
+    assert re.fullmatch(r"[+-]\d+\.\d\d( \(< 2 std\))?", onpolicy[1][2][4])
     assert re.search(r"Targets \(issue 13\):\n\n- a GKD row at least 0\.5 BLEU above Seq-KD \+ "
                      r"Word-KD, greedy on test \(Seq-KD \+ GKD \(beta 0\.\d\) [\d.]+ vs "
                      r"[\d.]+, [+-][\d.]+\): \*\*(met|MISSED)\*\*", page)
@@ -168,6 +218,7 @@ def test_results_page_has_every_table(first_run):
                for r in pruning[1]}
     assert nonzero["Seq-KD"] == 1.0
     assert nonzero["Seq-KD, pruned 90%"] < nonzero["Seq-KD, pruned 50%"] < 0.75
+    assert nonzero["Seq-KD, pruned 80% class-distribution"] < 0.75
     assert len(speed[1]) == 6 and speed[1][0][:3] == ["teacher", "5", "40"]
     assert speed[1][0][5] == "1.0x"
     assert deploy[0][:6] == ["model", "engine", "beam", "batch", "tokens/s", "speed-up"]
@@ -282,3 +333,23 @@ def test_a_partial_run_page_names_its_stages_and_lists_only_their_commands(tmp_p
     assert f"`--only eval-seq-kd`, i.e. 6 of the {len(bench.stages())} stages" in how
     assert "This run" not in "\n".join(Benchmark(tmp_path / "out", BENCHMARK_PRESETS["ci"],
                                                  corpus=corpus)._how())
+
+
+def test_parts_split_the_stage_list_and_pull_in_what_they_need(tmp_path):
+    corpus = make_corpus(tmp_path / "corpus")
+    parts = {part: [s.name for s in Benchmark(tmp_path / "out", PRESET, corpus=corpus,
+                                              part=part).selected_stages()]
+             for part in ("table1", "extra")}
+    everything = [s.name for s in Benchmark(tmp_path / "out", PRESET, corpus=corpus).stages()]
+    assert set(parts["table1"]) | set(parts["extra"]) == set(everything)
+    assert "speed" in parts["table1"] and "pruned-80-class-distribution" in parts["table1"]
+    assert "avg-teacher" in parts["table1"] and "seq-kd-seed2" not in parts["table1"]
+    assert {"seq-kd-seed2", "seq-kd-strong", "deploy-speed", "seq-kd-gkd-0.1"} <= set(
+        parts["extra"])
+    # the extra run reads the table1 run's models; they are pulled in (and skipped when done)
+    assert {"teacher", "teacher-seq-inter", "cache-seq-inter"} <= set(parts["extra"])
+    assert "eval-teacher" not in parts["extra"] and "speed" not in parts["extra"]
+    proc = benchmark(corpus, tmp_path / "out", "--part", "extra", "--only", "speed",
+                     check=False)
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "seqkd-benchmark: error: --part and --only cannot be combined")
