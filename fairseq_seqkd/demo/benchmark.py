@@ -116,7 +116,7 @@ BENCHMARK_PRESETS: dict[str, BenchmarkPreset] = {
         student=Arch(16, 1, 2, 32),
         teacher_epochs=2, student_epochs=1, prune_epochs=1, finetune_epochs=1,
         teacher_lr=0.01, student_lr=0.01, prune_lr=0.003, warmup=10,
-        max_tokens=1000, eval_batch_size=40, build_batch_size=100, prune_ratios=(0.5, 0.9),
+        max_tokens=1000, eval_batch_size=40, build_batch_size=100, prune_ratios=(0.8, 0.9),
         divergences=("js",), patience=2, average_last=2, average_models=("teacher",),
         extra_seeds=(2,), seed_rows=("seq-kd", "all-three"),
         prune_schemes=("class-distribution",), prune_end_update=2, prune_interval=1,
@@ -917,10 +917,12 @@ class Benchmark(Pipeline):
         return f"*Run: {' and '.join(f'`--part {part}`' for part in parts)}.*"
 
     def _student_rows(self) -> tuple[ModelSpec, ...]:
-        """Every trained student row that competes for "best student"."""
+        """Every trained student row that competes for "best student" (seeded copies aside):
+        pruned rows are measured against their own target."""
         averaged = zip(self.preset.average_models, self.averaged_models, strict=True)
         return (*TABLE1[2:], *(m for key, m in averaged if key != "teacher"), self.nbest_model,
-                _STRONG)
+                _STRONG, _DEEP_SHALLOW, *self.gkd_models, self.filtered_model,
+                *self.divergence_models)
 
     def _versus(self, scores: dict[str, dict[str, Any]], a: str, b: str, beam_a: int = 1,
                 beam_b: int = 1) -> list[float] | None:

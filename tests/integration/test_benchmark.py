@@ -197,7 +197,7 @@ def test_results_page_has_every_table(first_run):
                                          "Seq-KD + Seq-Inter", "Seq-KD + Seq-Inter (8-best)"]
     assert pruning[0][-1] == "valid loss by epoch"
     assert re.fullmatch(r"[\d.]+", pruning[1][1][6])  # one retraining epoch, one validation
-    assert sparsity[0] == ["matrix", "Seq-KD, pruned 50%", "Seq-KD, pruned 90%",
+    assert sparsity[0] == ["matrix", "Seq-KD, pruned 80%", "Seq-KD, pruned 90%",
                            "Seq-KD, pruned 80% class-distribution"]
     assert sparsity[1][0][0] == "encoder.embed_tokens"
     assert not any(r[0] == "decoder.embed_tokens" for r in sparsity[1])  # tied: counted once
@@ -217,7 +217,7 @@ def test_results_page_has_every_table(first_run):
     nonzero = {r[0]: int(r[2].replace(",", "")) / int(r[1].replace(",", ""))
                for r in pruning[1]}
     assert nonzero["Seq-KD"] == 1.0
-    assert nonzero["Seq-KD, pruned 90%"] < nonzero["Seq-KD, pruned 50%"] < 0.75
+    assert nonzero["Seq-KD, pruned 90%"] < nonzero["Seq-KD, pruned 80%"] < 0.75
     assert nonzero["Seq-KD, pruned 80% class-distribution"] < 0.75
     assert len(speed[1]) == 6 and speed[1][0][:3] == ["teacher", "5", "40"]
     assert speed[1][0][5] == "1.0x"
@@ -319,6 +319,27 @@ def test_gkd_target_line_compares_the_best_gkd_row_with_seq_kd_word_kd(tmp_path)
         "- a GKD row at least 0.5 BLEU above Seq-KD + Word-KD, greedy on test: "
         "**not measured yet**")
     assert target(**{"seq-kd-word-kd": None}).endswith("greedy on test: **not measured yet**")
+
+
+def test_v2_targets_take_the_best_student_of_every_row_and_judge_pruning_and_the_gap(tmp_path):
+    bench = Benchmark(tmp_path / "out", PRESET, corpus=tmp_path / "corpus")
+
+    def targets(beam5: dict[str, float], **greedy: float | None) -> list[str]:
+        scores = {m.key: {"test.beam1": greedy.get(m.key, 30.0),
+                          "test.beam5": beam5.get(m.key, 31.0)} for m in bench.models}
+        return [line for line in bench._v2_targets(scores) if line.startswith("- ")]
+
+    best, gap, pruned_80, pruned_90 = targets(
+        {"teacher": 34.0, "seq-kd": 32.0}, **{"seq-kd-gkd-0.1": 33.6, "seq-kd": 31.6,
+                                              "pruned-80": 31.0, "pruned-90": 30.0})
+    # an on-policy row is a student too
+    assert best.endswith("(Seq-KD + GKD (beta 0.1) minus teacher beam 5: -0.40): **met**")
+    assert gap.endswith("(+0.40): **met**")
+    assert pruned_80.endswith("(-0.60): **MISSED**") and pruned_90.endswith("(-1.60): **MISSED**")
+    best, gap, *_ = targets({"teacher": 34.0}, **{"seq-kd-gkd-0.1": None})
+    assert best.endswith("minus teacher beam 5: -4.00): **MISSED**")
+    assert gap.endswith("(+1.00): **MISSED**")
+    assert targets({}, **{"pruned-80": None})[2].endswith("**not measured yet**")
 
 
 def test_a_partial_run_page_names_its_stages_and_lists_only_their_commands(tmp_path):
