@@ -176,6 +176,7 @@ TABLE1: tuple[ModelSpec, ...] = (
     MODELS[5],
     _model("all-three", "Seq-KD + Seq-Inter + Word-KD"),
 )
+_TABLE1_BY_KEY: dict[str, ModelSpec] = {m.key: m for m in TABLE1}
 _SEQ_KD = MODELS[3]
 _DEEP_SHALLOW = MODELS[6]
 #: the model each fine-tuned Table-1 student starts from
@@ -252,10 +253,12 @@ class Benchmark(Pipeline):
         super().__init__(out, preset, corpus=corpus, threads=threads, jobs=jobs, **kwargs)
         self.extra_tests = extra_test_sets(self.raw) if self.raw.is_dir() else ()
         p = preset
-        table1 = {m.key: m for m in TABLE1}
+        table1 = _TABLE1_BY_KEY
         self.divergence_models = tuple(_divergence_model(d) for d in p.divergences)
-        self.pruned_models = (*(_pruned_model(r) for r in p.prune_ratios),
-                              *(_pruned_model(p.prune_ratio, s) for s in p.prune_schemes))
+        #: (scheme, ratio) of each pruned row: class-blind at every ratio, the others at one
+        self.prunings = (*(("class-blind", r) for r in p.prune_ratios),
+                         *((s, p.prune_ratio) for s in p.prune_schemes))
+        self.pruned_models = tuple(_pruned_model(r, s) for s, r in self.prunings)
         self.gkd_models = tuple(_gkd_model(b) for b in p.gkd_betas)
         self.filtered_model = _filtered_model(p.filter_worst)
         self.averaged_models = tuple(_averaged(table1[k], p.average_last)
@@ -382,11 +385,12 @@ class Benchmark(Pipeline):
             model trained with the same seed."""
             what, data, options, deps = recipes[key]
             model = _seeded(by_key[key], seed)
+            what += "" if seed == 1 else f", seed {seed}"
             if key not in _START:
-                return model_stage(model, what + ("" if seed == 1 else f", seed {seed}"),
+                return model_stage(model, what,
                                    self._student(data, model.key, *options, seed=seed), deps)
             start = _seeded(by_key[_START[key]], seed)
-            return model_stage(model, what + ("" if seed == 1 else f", seed {seed}"),
+            return model_stage(model, what,
                                self._finetune(data, model, start, *options, seed=seed),
                                [start.stage, *deps])
 
@@ -417,9 +421,7 @@ class Benchmark(Pipeline):
                         self._finetune(nbest_data, self.nbest_model, _SEQ_KD, *ls),
                         ["seq-kd", f"build-seq-inter-{p.inter_nbest_large}"]),
         ]
-        schemes = [*(("class-blind", r) for r in p.prune_ratios),
-                   *((s, p.prune_ratio) for s in p.prune_schemes)]
-        for (scheme, ratio), model in zip(schemes, self.pruned_models, strict=True):
+        for (scheme, ratio), model in zip(self.prunings, self.pruned_models, strict=True):
             stages.append(model_stage(
                 model, f"Seq-KD student pruned {ratio:.0%} {scheme} ({p.prune_schedule}), "
                 "retrained at the student's lr",
@@ -912,6 +914,12 @@ class Benchmark(Pipeline):
                 for m, name in models]
         return _markdown_table(header, body)
 
+    def _valid_curve(self, model: ModelSpec) -> list[float] | None:
+        """fairseq-train's validation loss after each epoch, from ``model``'s stage log (None
+        before the stage ran)."""
+        log = self.out / "logs" / f"{model.stage}.log"
+        return valid_losses(log.read_text(encoding="utf-8")) if log.exists() else None
+
     def _run_line(self, *stages: str) -> str:
         parts = sorted({self.part_of(name) for name in stages}, key=PARTS.index)
         return f"*Run: {' and '.join(f'`--part {part}`' for part in parts)}.*"
@@ -959,7 +967,7 @@ class Benchmark(Pipeline):
                            + (f" ({self._on_tests(gap)})" if gap else ""),
                            None if gap is None else gap[0] <= 0.5))
         for ratio, limit in ((0.8, 0.5), (0.9, 1.5)):
-            key = f"pruned-{round(100 * ratio)}"
+            key = _pruned_model(ratio).key
             text = (f"{ratio:.0%} pruned (class-blind, {p.prune_schedule}) within {limit} BLEU "
                     f"of its unpruned student, greedy on {first}")
             drop = self._versus(scores, key, "seq-kd") if key in scores else None
@@ -982,7 +990,7 @@ class Benchmark(Pipeline):
         columns = [*(f"{t}.beam1" for t in self.test_sets), f"{first}.beam{beam}"]
         header = ["model", "seeds", *(f"{t} greedy" for t in self.test_sets),
                   f"{first} beam {beam}"]
-        table1 = {m.key: m for m in TABLE1}
+        table1 = _TABLE1_BY_KEY
 
         def cell(key: str, column: str) -> str:
             values = self._seed_values(scores, key, column)
@@ -1022,12 +1030,10 @@ class Benchmark(Pipeline):
         header = ["model", "epochs trained", "valid NLL best",
                   f"valid NLL avg {p.average_last}", "better on valid",
                   f"{first} greedy best / avg", f"{first} beam {beam} best / avg"]
-        table1 = {m.key: m for m in TABLE1}
         body, wins, measured = [], 0, 0
         for key, avg in zip(p.average_models, self.averaged_models, strict=True):
-            model = table1[key]
-            log = self.out / "logs" / f"{model.stage}.log"
-            epochs = len(valid_losses(log.read_text(encoding="utf-8"))) if log.exists() else None
+            model = _TABLE1_BY_KEY[key]
+            curve = self._valid_curve(model)
             nll = [reference_nll(f.read_text(encoding="utf-8")) if f.exists() else None
                    for f in (self.valid_file(model), self.valid_file(avg))]
             better = "-"
@@ -1035,7 +1041,7 @@ class Benchmark(Pipeline):
                 measured += 1
                 wins += nll[1] < nll[0]
                 better = "average" if nll[1] < nll[0] else "best"
-            body.append([self._label(model), "-" if epochs is None else str(epochs),
+            body.append([self._label(model), "-" if curve is None else str(len(curve)),
                          _num(nll[0]), _num(nll[1]), better,
                          *(f"{_num(scores[key][c])} / {_num(scores[avg.key][c])}"
                            for c in (f"{first}.beam1", f"{first}.beam{beam}"))])
@@ -1059,8 +1065,7 @@ class Benchmark(Pipeline):
 
     def _source_section(self, scores: dict[str, dict[str, Any]]) -> list[str]:
         p = self.preset
-        models = (_SEQ_KD, _STRONG, next(m for m in TABLE1 if m.key == "seq-kd-seq-inter"),
-                  self.nbest_model)
+        models = (_SEQ_KD, _STRONG, _TABLE1_BY_KEY["seq-kd-seq-inter"], self.nbest_model)
         return [
             "## A stronger source for the distilled data", "",
             self._run_line(_STRONG.stage, self.nbest_model.stage), "",
@@ -1081,8 +1086,7 @@ class Benchmark(Pipeline):
         body = []
         for m in (_SEQ_KD, *self.pruned_models):
             s, g = scores[m.key], scores[m.key][f"{first}.beam1"]
-            log = self.out / "logs" / f"{m.stage}.log"
-            curve = valid_losses(log.read_text(encoding="utf-8")) if log.exists() else []
+            curve = self._valid_curve(m) or []
             delta = ("" if g is None or base is None or m is _SEQ_KD
                      else mark_noise(f"{g - base:+.2f}", g - base, noise))
             body.append([m.label, _count(s["params"]), _count(s["nonzero"]), _num(g),
@@ -1184,7 +1188,7 @@ def _target(text: str, ok: bool | None) -> str:
 
 
 def _label_of(key: str) -> str:
-    return next(m.label for m in TABLE1 if m.key == key)
+    return _TABLE1_BY_KEY[key].label
 
 
 def _num(value: float | None) -> str:
