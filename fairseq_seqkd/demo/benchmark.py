@@ -130,14 +130,16 @@ BENCHMARK_PRESETS: dict[str, BenchmarkPreset] = {
     # three test sets greedy + beam 5 costs a student 50, the teacher 85; build-seq-kd 268,
     # build-seq-inter (5-best) 408, a cache 110; a 20-best build ~1,400 (3x the beam-5
     # decoding, 4x the scoring); GKD ~2.8 CPU-s an update (v1's GKD rows, one core).
-    # --part table1, at the caps: preparation 10, teacher 20 x 272 = 5,440, four students
+    # --part table1, at the caps: preparation 10, teacher 16 x 272 = 4,352, four students
     # 4 x 10 x 93 = 3,720, builds 676, caches 330, four fine-tunes 4 x 4 x 90 = 1,440,
-    # teacher + Seq-Inter 4 x 265 = 1,060, averaging 5 x 30 (export, valid scores), 20-best
-    # build 1,400 + fine-tune 360, five pruning retrains 5 x 10 x 93 = 4,650, speed 130,
-    # decoding 20 models ~1,150: ~20,500 CPU-s.
-    # --part extra: Seq-KD from Teacher + Seq-Inter 268 + 930, seeds 2 x (3 x 930 + 360) =
+    # teacher + Seq-Inter 4 x 265 = 1,060, averaging 5 x 30 (export, valid scores), three
+    # class-blind pruning retrains 3 x 10 x 93 = 2,790, speed 130, decoding 18 models
+    # ~1,000: ~15,700 CPU-s (the teacher, alone in the run until it is done, takes 2 threads
+    # in a run of its own: --only teacher --threads 2, ~1.4x faster an epoch).
+    # --part extra: 20-best build 1,400 + fine-tune 360, class-uniform and class-distribution
+    # pruning 2 x 930, Seq-KD from Teacher + Seq-Inter 268 + 930, seeds 2 x (3 x 930 + 360) =
     # 6,300, deep-shallow ~1,000, deployment ~340, GKD beta 0.1 2,720 updates x 2.8 = 7,600,
-    # filtered ~870, decoding 13 models ~650: ~18,000 CPU-s. Left out to fit, measured in v1
+    # filtered ~870, decoding 16 models ~800: ~21,700 CPU-s. Left out to fit, measured in v1
     # (one seed each): the word-level divergence rows (``divergences``) and GKD at beta 0.5
     # (``gkd_betas``). Teacher outputs with a phrase more than twice in a row
     # (decoding loops: 675 of v1's 29,000 Seq-KD targets) fall back to the reference.
@@ -147,7 +149,7 @@ BENCHMARK_PRESETS: dict[str, BenchmarkPreset] = {
         vocab_size=5000,
         teacher=Arch(256, 3, 4, 1024),
         student=Arch(128, 2, 4, 512),
-        teacher_epochs=20, student_epochs=10, prune_epochs=10, finetune_epochs=4,
+        teacher_epochs=16, student_epochs=10, prune_epochs=10, finetune_epochs=4,
         teacher_lr=0.0015, student_lr=0.002, prune_lr=0.002, finetune_lr=0.0005,
         warmup=400, max_tokens=2048, teacher_dropout=0.2, student_dropout=0.1,
         eval_batch_size=64, build_batch_size=128, divergences=(), gkd_betas=(0.1,),
@@ -270,10 +272,15 @@ class Benchmark(Pipeline):
         self.models = (*TABLE1, *self.averaged_models, self.nbest_model,
                        *self.divergence_models, *self.pruned_models, _DEEP_SHALLOW,
                        *self.gkd_models, self.filtered_model, _STRONG, *self.seed_models)
-        extra = (_STRONG, *self.seed_models, _DEEP_SHALLOW, *self.gkd_models,
-                 self.filtered_model, *self.divergence_models)
-        self._extra_stages = {"build-seq-kd-strong", "build-seq-kd-filtered", "deploy-export",
-                              "deploy-speed", *(n for m in extra for n in (m.key, f"eval-{m.key}"))}
+        # table1 holds what its targets judge (Table 1, averaging, class-blind pruning); the
+        # comparisons around them (the 20-best source, the other pruning schemes) go to extra
+        schemes = (m for (s, _), m in zip(self.prunings, self.pruned_models, strict=True)
+                   if s != "class-blind")
+        extra = (self.nbest_model, *schemes, _STRONG, *self.seed_models, _DEEP_SHALLOW,
+                 *self.gkd_models, self.filtered_model, *self.divergence_models)
+        self._extra_stages = {f"build-seq-inter-{p.inter_nbest_large}", "build-seq-kd-strong",
+                              "build-seq-kd-filtered", "deploy-export", "deploy-speed",
+                              *(n for m in extra for n in (m.key, f"eval-{m.key}"))}
         if part is not None:
             if part not in PARTS:
                 raise SeqKDError(f"--part must be one of {', '.join(PARTS)}, got {part!r}")

@@ -252,6 +252,18 @@ def all_register_references(spec: CorpusSpec, raw: Path, split: str = "test") ->
     return renderings
 
 
+#: options that set how many processes or threads make a stage's outputs, not what they are
+PARALLELISM_OPTIONS: frozenset[str] = frozenset({"--workers", "--threads"})
+
+
+def _without_parallelism(commands: list[list[str]]) -> list[list[str]]:
+    """``commands`` with the values of :data:`PARALLELISM_OPTIONS` blanked, for the stamp: a
+    stage done with 2 threads stays done in a run with 1 (the Multi30k teacher trains with
+    both cores in a run of its own, then the rest of the benchmark runs 2 stages of 1 thread)."""
+    return [[("*" if i and command[i - 1] in PARALLELISM_OPTIONS else arg)
+             for i, arg in enumerate(command)] for command in commands]
+
+
 def stages_needed(stages: list[Stage], only: Sequence[str]) -> list[Stage]:
     """The stages ``only`` names and every stage they depend on, in run order (all of them
     when ``only`` is empty)."""
@@ -688,7 +700,7 @@ class Pipeline:
         for dep in stage.deps:
             path = self._stamp_path(dep)
             deps[dep] = hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None
-        key = {"commands": self._portable(stage.commands),
+        key = {"commands": self._portable(_without_parallelism(stage.commands)),
                "func": self._portable(stage.func_key), "deps": deps}
         if stage.inputs:  # content, not names: an edited corpus redoes the stage
             key["inputs"] = {self._portable(str(p)): file_sha256(p) for p in stage.inputs}

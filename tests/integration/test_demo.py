@@ -308,6 +308,23 @@ def test_a_stage_whose_key_holds_a_tuple_is_skipped_when_done(tmp_path):
     assert pipeline.run_stage(stage, 1, 1).skipped
 
 
+def test_a_stage_done_with_more_threads_stays_done_and_other_options_still_count(tmp_path):
+    """Thread and worker counts change how fast a stage runs, not what it makes: a teacher
+    trained in a 2-thread run must not be retrained by the 1-thread run that follows."""
+    made = tmp_path / "made.txt"
+
+    def stage(*options: str) -> Stage:
+        return Stage("copy", "a command with a parallelism option",
+                     [[sys.executable, "-c", "import shutil, sys; shutil.copy(*sys.argv[1:3])",
+                       str(tmp_path / "in.txt"), str(made), *options]], [made])
+    (tmp_path / "in.txt").write_text("x")
+    two = Pipeline(tmp_path, PRESETS["ci"], threads=2, stream=io.StringIO())
+    assert not two.run_stage(stage("--workers", "2"), 1, 1).skipped
+    one = Pipeline(tmp_path, PRESETS["ci"], threads=1, stream=io.StringIO())
+    assert one.run_stage(stage("--workers", "1"), 1, 1).skipped
+    assert not one.run_stage(stage("--workers", "1", "--beam", "5"), 1, 1).skipped
+
+
 class _Chain(Pipeline):
     """a -> b -> c, and d (independent of them) after c: the order is logged to ``trace``."""
 
