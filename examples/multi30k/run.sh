@@ -13,7 +13,7 @@
 # ../shared/data/multi30k-en-de beside the repository. Environment: OUT (working directory,
 # default runs/multi30k: data, checkpoints; not committed), DOC (results page, default
 # docs/results/multi30k.md). The whole benchmark is two runs of 2-3 hours each on 2 CPU cores
-# (~15,700 and ~21,700 CPU-seconds at the epoch caps; the multi30k preset in
+# (~14,600 and ~21,700 CPU-seconds at the epoch caps; the multi30k preset in
 # fairseq_seqkd/demo/benchmark.py shows the per-stage estimate), in the same OUT:
 #
 #   examples/multi30k/run.sh --part table1   # Table 1, averaging, class-blind pruning, speed

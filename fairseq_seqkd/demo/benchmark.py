@@ -130,12 +130,12 @@ BENCHMARK_PRESETS: dict[str, BenchmarkPreset] = {
     # three test sets greedy + beam 5 costs a student 50, the teacher 85; build-seq-kd 268,
     # build-seq-inter (5-best) 408, a cache 110; a 20-best build ~1,400 (3x the beam-5
     # decoding, 4x the scoring); GKD ~2.8 CPU-s an update (v1's GKD rows, one core).
-    # --part table1, at the caps: preparation 10, teacher 16 x 272 = 4,352, four students
+    # --part table1, at the caps: preparation 10, teacher 12 x 272 = 3,264, four students
     # 4 x 10 x 93 = 3,720, builds 676, caches 330, four fine-tunes 4 x 4 x 90 = 1,440,
     # teacher + Seq-Inter 4 x 265 = 1,060, averaging 5 x 30 (export, valid scores), three
     # class-blind pruning retrains 3 x 10 x 93 = 2,790, speed 130, decoding 18 models
-    # ~1,000: ~15,700 CPU-s (the teacher, alone in the run until it is done, takes 2 threads
-    # in a run of its own: --only teacher --threads 2, ~1.4x faster an epoch).
+    # ~1,000: ~14,600 CPU-s (the teacher, alone in the run until it is done, takes 2 threads
+    # in a run of its own: --only teacher --threads 2, ~1.3x faster an epoch).
     # --part extra: 20-best build 1,400 + fine-tune 360, class-uniform and class-distribution
     # pruning 2 x 930, Seq-KD from Teacher + Seq-Inter 268 + 930, seeds 2 x (3 x 930 + 360) =
     # 6,300, deep-shallow ~1,000, deployment ~340, GKD beta 0.1 2,720 updates x 2.8 = 7,600,
@@ -149,7 +149,7 @@ BENCHMARK_PRESETS: dict[str, BenchmarkPreset] = {
         vocab_size=5000,
         teacher=Arch(256, 3, 4, 1024),
         student=Arch(128, 2, 4, 512),
-        teacher_epochs=16, student_epochs=10, prune_epochs=10, finetune_epochs=4,
+        teacher_epochs=12, student_epochs=10, prune_epochs=10, finetune_epochs=4,
         teacher_lr=0.0015, student_lr=0.002, prune_lr=0.002, finetune_lr=0.0005,
         warmup=400, max_tokens=2048, teacher_dropout=0.2, student_dropout=0.1,
         eval_batch_size=64, build_batch_size=128, divergences=(), gkd_betas=(0.1,),
