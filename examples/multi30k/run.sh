@@ -13,12 +13,12 @@
 # ../shared/data/multi30k-en-de beside the repository. Environment: OUT (working directory,
 # default runs/multi30k: data, checkpoints; not committed), DOC (results page, default
 # docs/results/multi30k.md). The whole benchmark is two runs of 2-3 hours each on 2 CPU cores
-# (~14,600 and ~21,700 CPU-seconds at the epoch caps; the multi30k preset in
+# (~13,600 and ~22,700 CPU-seconds at the epoch caps; the multi30k preset in
 # fairseq_seqkd/demo/benchmark.py shows the per-stage estimate), in the same OUT:
 #
-#   examples/multi30k/run.sh --part table1   # Table 1, averaging, class-blind pruning, speed
-#   examples/multi30k/run.sh --part extra    # 20-best, pruning schemes, seeds, stronger
-#                                            # source, deployment, GKD, filtered
+#   examples/multi30k/run.sh --part table1   # Table 1, averaging, pruning 80/90 %, speed
+#   examples/multi30k/run.sh --part extra    # 20-best, pruning 50 % and schemes, seeds,
+#                                            # stronger source, deployment, GKD, filtered
 #
 # The teacher is alone in the table1 run until it is trained: train it first with both cores,
 # `examples/multi30k/run.sh --only teacher --threads 2` (stamps ignore thread and worker counts,
