@@ -30,7 +30,7 @@ lint: venv
 demo: venv
 	$(VENV)/bin/seqkd-demo
 
-# the Multi30k benchmark of docs/results/multi30k.md (about 2 hours on 2 CPU cores, resumable)
+# the Multi30k benchmark of docs/results/multi30k.md (about 7 hours on 2 CPU cores, resumable)
 multi30k: venv
 	examples/multi30k/run.sh
 

@@ -12,8 +12,8 @@
 # CORPUS_DIR: raw train/valid/test.{src,tgt} (+ test_*.{src,tgt}), default
 # ../shared/data/multi30k-en-de beside the repository. Environment: OUT (working directory,
 # default runs/multi30k: data, checkpoints; not committed), DOC (results page, default
-# docs/results/multi30k.md). The whole benchmark is two runs of 2-3 hours each on 2 CPU cores
-# (~13,600 and ~22,700 CPU-seconds at the epoch caps; the multi30k preset in
+# docs/results/multi30k.md). The whole benchmark is two runs of about 3 and 4 hours on 2 CPU
+# cores (~17,000 and ~29,000 CPU-seconds at the epoch caps, measured; the multi30k preset in
 # fairseq_seqkd/demo/benchmark.py shows the per-stage estimate), in the same OUT:
 #
 #   examples/multi30k/run.sh --part table1   # Table 1, averaging, pruning 80/90 %, speed
@@ -24,7 +24,7 @@
 # `examples/multi30k/run.sh --only teacher --threads 2` (stamps ignore thread and worker counts,
 # so the 1-thread run that follows skips it).
 #
-# Without --part it runs both (about 6 hours). Each page section names the run that makes it;
+# Without --part it runs both (about 7 hours). Each page section names the run that makes it;
 # the page is rewritten after each run from whatever is done. Stop a run at any time and run it
 # again to continue where it stopped (every stage is stamped; fairseq-train resumes its
 # checkpoint).

@@ -123,27 +123,28 @@ BENCHMARK_PRESETS: dict[str, BenchmarkPreset] = {
         inter_nbest_large=8,
     ),
     # Multi30k en-de on 2 CPU cores: teacher ~7M parameters, students ~1.6M (~4x fewer), in two
-    # runs of about 3 hours with 2 stages at a time (--part table1, then --part extra). Epochs
-    # are caps (patience 2 stops a model earlier); sized from the v1 run's CPU seconds
-    # (docs/results/multi30k.md): an epoch of 272 updates costs the teacher 272 CPU-s, a
-    # student ~93 (cached Word-KD too), a fine-tuning epoch ~90 (teacher 265); decoding the
-    # three test sets greedy + beam 5 costs a student 50, the teacher 85; build-seq-kd 268,
-    # build-seq-inter (5-best) 408, a cache 110; a 20-best build ~1,400 (3x the beam-5
-    # decoding, 4x the scoring); GKD ~2.8 CPU-s an update (v1's GKD rows, one core).
-    # --part table1, at the caps: preparation 10, teacher 12 x 272 = 3,264, four students
-    # 4 x 10 x 93 = 3,720, builds 676, caches 330, four fine-tunes 4 x 4 x 90 = 1,440,
-    # teacher + Seq-Inter 4 x 265 = 1,060, averaging 5 x 30 (export, valid scores), the two
-    # pruning retrains the targets judge (class-blind 80 and 90 %) 2 x 10 x 93 = 1,860, speed
-    # 130, decoding 17 models ~950: ~13,600 CPU-s (the teacher, alone in the run until it is
-    # done, takes 2 threads in a run of its own: --only teacher --threads 2, ~1.3x faster).
-    # --part extra: 20-best build 1,400 + fine-tune 360, class-blind 50 %, class-uniform and
-    # class-distribution pruning 3 x 930, Seq-KD from Teacher + Seq-Inter 268 + 930, seeds
-    # 2 x (3 x 930 + 360) = 6,300, deep-shallow ~1,000, deployment ~340, GKD beta 0.1 2,720
-    # updates x 2.8 = 7,600, filtered ~870, decoding 17 models ~850: ~22,700 CPU-s. Left out
-    # to fit, measured in v1
-    # (one seed each): the word-level divergence rows (``divergences``) and GKD at beta 0.5
-    # (``gkd_betas``). Teacher outputs with a phrase more than twice in a row
-    # (decoding loops: 675 of v1's 29,000 Seq-KD targets) fall back to the reference.
+    # resumable runs with 2 stages at a time (--part table1, then --part extra). Epochs are
+    # caps (patience 2 stops a model earlier). CPU seconds measured by the v2 table1 run (its
+    # stamps; two stages side by side on the 2 cores, each slower than alone): the teacher
+    # 5,565 for 12 epochs with 2 threads (2,837 s wall, alone), a student ~135 an epoch
+    # (baseline 726, resumed; Seq-KD 1,347; Word-KD 1,469 for 10), a student fine-tuning epoch
+    # ~138, build-seq-kd 657 (beam 5 over 29,000 sentences, 5-best kept), build-seq-inter 12
+    # (it reuses that n-best), a teacher cache ~185, decoding the three test sets greedy +
+    # beam 5 ~46 a student, 98 the teacher. Estimated from those (the v1 run's, one core each):
+    # a teacher fine-tuning epoch ~400, a 20-best build ~2,000, GKD ~2.8 CPU-s an update.
+    # --part table1, at the caps: teacher 2,840 s wall alone, then four students 4 x 1,350,
+    # builds 670, caches 555, four fine-tunes 4 x 550, teacher + Seq-Inter ~1,600, averaging
+    # 5 x ~45, the two pruning retrains the targets judge (class-blind 80 and 90 %)
+    # 2 x 1,350, decoding 17 models ~850, speed ~200: ~14,400 CPU-s, ~2 hours of 2 cores
+    # after the teacher, ~2 h 50 min in all (start it with --only teacher --threads 2).
+    # --part extra: 20-best build ~2,000 + fine-tune 550, class-blind 50 %, class-uniform and
+    # class-distribution pruning 3 x 1,350, Seq-KD from Teacher + Seq-Inter 660 + 1,350, seeds
+    # 2 x (3 x 1,350 + 550) = 9,200, deep-shallow ~1,500, deployment ~340, GKD beta 0.1 2,720
+    # updates x 2.8 = 7,600, filtered ~1,300, decoding 17 models ~800: ~29,000 CPU-s, ~4 hours
+    # of 2 cores. Left out to fit, measured in v1 (one seed each): the word-level divergence
+    # rows (``divergences``) and GKD at beta 0.5 (``gkd_betas``). Teacher outputs with a
+    # phrase more than twice in a row (decoding loops: 675 of v1's 29,000 Seq-KD targets, 274
+    # of v2's) fall back to the reference.
     "multi30k": BenchmarkPreset(
         name="multi30k",
         corpus=CorpusSpec(),
