@@ -136,7 +136,8 @@ BENCHMARK_PRESETS: dict[str, BenchmarkPreset] = {
     # builds 670, caches 555, four fine-tunes 4 x 550, teacher + Seq-Inter ~1,600, averaging
     # 5 x ~45, the two pruning retrains the targets judge (class-blind 80 and 90 %)
     # 2 x 1,350, decoding 17 models ~850, speed ~200: ~14,400 CPU-s, ~2 hours of 2 cores
-    # after the teacher, ~2 h 50 min in all (start it with --only teacher --threads 2).
+    # after the teacher, ~2 h 50 min and ~20,000 CPU-s in all (start it with --only teacher
+    # --threads 2).
     # --part extra: 20-best build ~2,000 + fine-tune 550, class-blind 50 %, class-uniform and
     # class-distribution pruning 3 x 1,350, Seq-KD from Teacher + Seq-Inter 660 + 1,350, seeds
     # 2 x (3 x 1,350 + 550) = 9,200, deep-shallow ~1,500, deployment ~340, GKD beta 0.1 2,720
