@@ -437,8 +437,19 @@ class Benchmark(Pipeline):
         stages += [self._average_stage(m, by_key[key])
                    for key, m in zip(p.average_models, self.averaged_models, strict=True)]
         stages.append(self._speed_stage())
-        # --part extra: the 20-best source, the other pruned rows, the stronger source, the
-        # seeds, the rows of issues 11 and 13
+        # --part extra, the rows that act on the targets first (the stronger source, the
+        # seeds), then the comparisons (the 20-best source, the other pruned rows), then
+        # the rows of issues 11 and 13
+        stages += [
+            Stage("build-seq-kd-strong", f"Seq-KD data: Teacher + Seq-Inter beam {p.beam} on "
+                  "train", [self._build("seq-kd", strong_data,
+                                        teacher=by_key["teacher-seq-inter"].checkpoint)],
+                  [strong_data / "train.src-tgt.tgt.bin", strong_data / "dict.tgt.txt"],
+                  deps=["preprocess", "teacher-seq-inter"], clean=[strong_data]),
+            model_stage(_STRONG, "student on the Seq-KD data of Teacher + Seq-Inter",
+                        self._student(strong_data, _STRONG.key, *ls), ["build-seq-kd-strong"]),
+        ]
+        stages += [row(key, seed) for seed in p.extra_seeds for key in self._seed_chain()]
         stages += [
             Stage(f"build-seq-inter-{p.inter_nbest_large}",
                   f"Seq-Inter data: best of the teacher's {p.inter_nbest_large}-best (beam "
@@ -453,16 +464,6 @@ class Benchmark(Pipeline):
                         ["seq-kd", f"build-seq-inter-{p.inter_nbest_large}"]),
         ]
         stages += [stage for judged, stage in pruned if not judged]
-        stages += [
-            Stage("build-seq-kd-strong", f"Seq-KD data: Teacher + Seq-Inter beam {p.beam} on "
-                  "train", [self._build("seq-kd", strong_data,
-                                        teacher=by_key["teacher-seq-inter"].checkpoint)],
-                  [strong_data / "train.src-tgt.tgt.bin", strong_data / "dict.tgt.txt"],
-                  deps=["preprocess", "teacher-seq-inter"], clean=[strong_data]),
-            model_stage(_STRONG, "student on the Seq-KD data of Teacher + Seq-Inter",
-                        self._student(strong_data, _STRONG.key, *ls), ["build-seq-kd-strong"]),
-        ]
-        stages += [row(key, seed) for seed in p.extra_seeds for key in self._seed_chain()]
         stages.append(base["deep-shallow"])
         stages += [self._deploy_export_stage(), self._deploy_speed_stage()]
         # beyond the paper (issue 13), after the speed measurement: the GKD rows take the

@@ -370,6 +370,10 @@ def test_parts_split_the_stage_list_and_pull_in_what_they_need(tmp_path):
     assert {"seq-kd-seed2", "seq-kd-strong", "deploy-speed", "seq-kd-gkd-0.1",
             "pruned-80-class-distribution", "build-seq-inter-8",
             "seq-kd-seq-inter-8"} <= set(parts["extra"])
+    # extra starts with what acts on the targets: the stronger source, then the seeds
+    extra = parts["extra"]
+    assert (extra.index("seq-kd-strong") < extra.index("seq-kd-seed2")
+            < extra.index("build-seq-inter-8") < extra.index("pruned-80-class-distribution"))
     # the extra run reads the table1 run's models; they are pulled in (and skipped when done)
     assert {"teacher", "teacher-seq-inter", "cache-seq-inter"} <= set(parts["extra"])
     assert "eval-teacher" not in parts["extra"] and "speed" not in parts["extra"]
