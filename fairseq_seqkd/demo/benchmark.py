@@ -213,10 +213,13 @@ def _divergence_model(divergence: str) -> ModelSpec:
 
 
 def _pruned_model(ratio: float, scheme: str = "class-blind") -> ModelSpec:
+    """The retraining's last checkpoint: under the gradual schedule checkpoint_best is an
+    early epoch's, chosen before the sparsity reached ``ratio`` (validation loss rises with
+    it), while the last one is at ``ratio`` after the schedule's end."""
     key, label = f"pruned-{round(100 * ratio)}", f"Seq-KD, pruned {ratio:.0%}"
-    if scheme == "class-blind":
-        return _model(key, label)
-    return _model(f"{key}-{scheme}", f"{label} {scheme}")
+    if scheme != "class-blind":
+        key, label = f"{key}-{scheme}", f"{label} {scheme}"
+    return ModelSpec(key, label, key, f"models/{key}/checkpoint_last.pt")
 
 
 def _judged(scheme: str, ratio: float) -> bool:
@@ -377,7 +380,7 @@ class Benchmark(Pipeline):
         def model_stage(model: ModelSpec, description: str, command: list[str],
                         deps: list[str], after: tuple[str, ...] = ()) -> Stage:
             save = out / "models" / model.key
-            return Stage(model.key, description, [command], [save / "checkpoint_best.pt"],
+            return Stage(model.key, description, [command], [out / model.checkpoint],
                          deps=deps, after=list(after), clean=[save])
 
         # key -> (description, data, options, what it needs besides its start model)
@@ -1131,7 +1134,9 @@ class Benchmark(Pipeline):
             _markdown_table(header, body), "",
             f"Each pruned row starts from the trained Seq-KD student and retrains for "
             f"{p.prune_epochs} epochs (no patience) at the student's own lr {p.student_lr} and "
-            f"warm-up {p.warmup}, {gradual}; class-blind at "
+            f"warm-up {p.warmup}, {gradual}; the row is the retraining's last checkpoint "
+            "(checkpoint_best would be an early epoch's, before the full sparsity); "
+            f"class-blind at "
             f"{', '.join(f'{r:.0%}' for r in p.prune_ratios)}, "
             f"{' and '.join(p.prune_schemes)} at {p.prune_ratio:.0%}; every weight matrix, "
             "embeddings included (See et al. 2016). *valid loss by epoch*: fairseq's "

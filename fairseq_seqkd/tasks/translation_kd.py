@@ -66,7 +66,9 @@ class TranslationKDConfig(TranslationConfig):
     prune_schedule: ChoiceEnum(PRUNE_SCHEDULES) = field(  # type: ignore[valid-type]
         default="one-shot",
         metadata={"help": "one-shot: prune to --prune-ratio at --prune-at-update; gradual: raise "
-                  "sparsity along Zhu & Gupta's cubic schedule until --prune-end-update"},
+                  "sparsity along Zhu & Gupta's cubic schedule until --prune-end-update "
+                  "(checkpoint_best.pt may then predate the target sparsity: take "
+                  "checkpoint_last.pt after --prune-end-update)"},
     )
     prune_end_update: int = field(
         default=0,

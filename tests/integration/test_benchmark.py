@@ -138,6 +138,9 @@ def test_every_stage_ran_and_every_model_was_decoded(first_run):
         assert (f"--prune-scheme {scheme} --prune-schedule gradual --prune-at-update 0 "
                 "--prune-end-update 2 --prune-interval 1") in log
         assert "--lr 0.01 " in log and "--patience" not in log
+        # decoded from the last checkpoint, the one at the full sparsity
+        decoded = (out / "logs" / f"eval-{key}.log").read_text()
+        assert f"{key}=fairseq:$OUT/models/{key}/checkpoint_last.pt" in decoded
     # the 8-best Seq-Inter build, the Seq-KD data of Teacher + Seq-Inter, the seeds
     assert "--beam 8 --nbest 8" in (out / "logs" / "build-seq-inter-8.log").read_text()
     assert "--teacher $OUT/models/teacher-seq-inter/checkpoint_best.pt" in (
