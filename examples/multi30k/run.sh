@@ -18,8 +18,8 @@
 # same OUT:
 #
 #   examples/multi30k/run.sh --part table1   # Table 1, averaging, pruning 80/90 %, speed
-#   examples/multi30k/run.sh --part extra    # 20-best, pruning 50 % and schemes, seeds,
-#                                            # stronger source, deployment, GKD, filtered
+#   examples/multi30k/run.sh --part extra    # stronger source, seeds, 20-best, pruning 50 %
+#                                            # and schemes, deployment, GKD, filtered
 #
 # The teacher is alone in the table1 run until it is trained: train it first with both cores,
 # `examples/multi30k/run.sh --only teacher --threads 2` (stamps ignore thread and worker counts,

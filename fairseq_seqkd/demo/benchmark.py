@@ -164,8 +164,9 @@ BENCHMARK_PRESETS: dict[str, BenchmarkPreset] = {
 }
 
 
-def _model(key: str, label: str, stage: str | None = None) -> ModelSpec:
-    return ModelSpec(key, label, stage or key, f"models/{key}/checkpoint_best.pt")
+def _model(key: str, label: str, stage: str | None = None,
+           checkpoint: str = "checkpoint_best.pt") -> ModelSpec:
+    return ModelSpec(key, label, stage or key, f"models/{key}/{checkpoint}")
 
 
 #: The paper's Table 1, in its order (teachers first).
@@ -219,7 +220,7 @@ def _pruned_model(ratio: float, scheme: str = "class-blind") -> ModelSpec:
     key, label = f"pruned-{round(100 * ratio)}", f"Seq-KD, pruned {ratio:.0%}"
     if scheme != "class-blind":
         key, label = f"{key}-{scheme}", f"{label} {scheme}"
-    return ModelSpec(key, label, key, f"models/{key}/checkpoint_last.pt")
+    return _model(key, label, checkpoint="checkpoint_last.pt")
 
 
 def _judged(scheme: str, ratio: float) -> bool:
