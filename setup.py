@@ -5,10 +5,12 @@ from pathlib import Path
 from setuptools import find_packages, setup
 
 HERE = Path(__file__).parent
+# the one version string, in the package (stage stamps record it); read here without importing
+VERSION = (HERE / "fairseq_seqkd" / "version.py").read_text(encoding="utf-8").split('"')[1]
 
 setup(
     name="fairseq-seqkd",
-    version="0.1.0",
+    version=VERSION,
     description=(
         "Kim & Rush (2016) sequence-level knowledge distillation for fairseq, "
         "as a --user-dir plugin"

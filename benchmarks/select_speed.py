@@ -282,7 +282,7 @@ def _timed(command: list[str], env: dict[str, str], stdout: Path) -> tuple[float
 
 def _toy_teacher(workdir: Path, sentences: int, env: dict[str, str]) -> tuple[str, str]:
     """The demo corpus, binarized, and a small teacher trained for a few hundred updates."""
-    from fairseq_seqkd.demo.corpus import CorpusSpec, write_corpus
+    from fairseq_seqkd.experiments.corpus import CorpusSpec, write_corpus
 
     raw, data = workdir / "raw", workdir / "bin"
     ckpt = workdir / "teacher" / "checkpoint_last.pt"

@@ -43,7 +43,7 @@ from fairseq.sequence_generator import SequenceGenerator
 
 from fairseq_seqkd.criterions.gkd import GKDCriterion, sample_student
 from fairseq_seqkd.criterions.word_kd import WordKDCriterion
-from fairseq_seqkd.distill.teacher_cache import (
+from fairseq_seqkd.data.teacher_cache import (
     CACHE_FORMAT,
     CachedTeacherDataset,
     CacheMeta,

@@ -5,7 +5,7 @@
 #
 # CORPUS_DIR (or CORPUS=...) is a raw parallel corpus: {train,valid,test}.{src,tgt}, one sentence
 # a line; default ../shared/data/multi30k-en-de beside the repository. --quick writes the built-in
-# synthetic corpus (fairseq_seqkd.demo.corpus) at a small size and uses tiny models: a few minutes
+# synthetic corpus (fairseq_seqkd.experiments.corpus) at a small size and uses tiny models: a few minutes
 # on a laptop CPU. Every step is skipped when its output is complete, so a killed recipe resumes
 # and recipes sharing WORK reuse the teacher, the baseline and the distilled data.
 #
@@ -99,7 +99,7 @@ prepare_corpus() {
     if [[ $QUICK == 1 ]]; then
         log "synthetic corpus ($QUICK_TRAIN training pairs) -> $RAW"
         "$PY" -c "import sys
-from fairseq_seqkd.demo.corpus import CorpusSpec, write_corpus
+from fairseq_seqkd.experiments.corpus import CorpusSpec, write_corpus
 write_corpus(sys.argv[1], CorpusSpec(train=int(sys.argv[2]), valid=300, test=300))" \
             "$RAW" "$QUICK_TRAIN"
     else

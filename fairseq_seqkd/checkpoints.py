@@ -12,8 +12,7 @@ from torch import Tensor
 
 from .atomic import atomic_open
 from .errors import SeqKDError
-from .pruning import SCHEMES, compute_masks
-from .pruning_hook import group_tied, prunable_tensors
+from .pruning import SCHEMES, compute_masks, group_tied, prunable_tensors
 
 _NOT_PARAMETERS = (".version", "._float_tensor")  # buffers fairseq keeps in its state dicts
 

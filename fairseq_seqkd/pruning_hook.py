@@ -38,7 +38,7 @@ from .pruning import (
     compute_masks,
     cubic_sparsity,
     format_sparsity_table,
-    select_prunable,
+    prunable_tensors,
     sparsity_table,
 )
 
@@ -50,9 +50,7 @@ __all__ = [
     "SCHEDULES",
     "PruningHook",
     "PruningSchedule",
-    "group_tied",
     "master_copies",
-    "prunable_tensors",
     "unwrap_model",
 ]
 
@@ -131,70 +129,6 @@ def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
     while isinstance(getattr(model, "module", None), torch.nn.Module):
         model = model.module
     return model
-
-
-def _storage_key(t: Tensor) -> tuple:
-    return (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.stride())
-
-
-def group_tied(
-    named: Iterable[tuple[str, Tensor]], by_value: bool = False
-) -> list[tuple[list[str], Tensor]]:
-    """Floating-point tensors, each shared tensor once, with all its names (in order).
-
-    ``--share-all-embeddings`` makes the encoder and decoder embeddings and the output
-    projection one tensor. Tensors are grouped by storage; with ``by_value`` also by equal
-    contents, because a checkpoint saved from GPU holds separate copies of tied weights
-    (all-zero tensors, e.g. fully pruned layers, are never merged).
-    """
-    groups: list[tuple[list[str], Tensor]] = []
-    by_storage: dict[tuple, int] = {}
-    same_shape: dict[tuple, list[int]] = {}
-    for name, tensor in named:
-        if not (torch.is_tensor(tensor) and tensor.is_floating_point()):
-            continue
-        key = _storage_key(tensor)
-        index = by_storage.get(key)
-        shape_key = (tuple(tensor.shape), tensor.dtype)
-        if index is None and by_value and tensor.dim() >= 2 and bool(tensor.any()):
-            candidates = same_shape.get(shape_key, [])
-            index = next((i for i in candidates if torch.equal(groups[i][1], tensor)), None)
-        if index is None:
-            index = len(groups)
-            groups.append(([], tensor))
-            same_shape.setdefault(shape_key, []).append(index)
-        by_storage[key] = index
-        groups[index][0].append(name)
-    return groups
-
-
-def prunable_tensors(
-    named: Iterable[tuple[str, Tensor]],
-    pattern: str | None,
-    option: str = "--prune-params",
-    by_value: bool = False,
-) -> tuple[dict[str, Tensor], dict[str, list[str]]]:
-    """The tensors to prune keyed by first name, each shared tensor once, and their names.
-
-    Pruning a tied tensor once per name would prune it to the wrong sparsity and weigh it
-    thrice in the class-blind threshold. A group is pruned if any of its names is selected
-    by :func:`~fairseq_seqkd.pruning.select_prunable` (matrices, no biases or norms).
-    """
-    items = list(named)
-    groups = group_tied(items, by_value)
-    try:
-        chosen = select_prunable(
-            [(n, t) for n, t in items if torch.is_tensor(t) and t.is_floating_point()], pattern
-        )
-    except ValueError as exc:
-        raise SeqKDError(str(exc).replace("--prune-params", option, 1)) from None
-    weights: dict[str, Tensor] = {}
-    aliases: dict[str, list[str]] = {}
-    for names, tensor in groups:
-        if any(n in chosen for n in names):
-            weights[names[0]] = tensor
-            aliases[names[0]] = names
-    return weights, aliases
 
 
 def master_copies(optimizer: Any, params: Iterable[Tensor]) -> dict[int, Tensor]:

@@ -14,7 +14,7 @@
 # default runs/multi30k: data, checkpoints; not committed), DOC (results page, default
 # docs/results/multi30k.md). The whole benchmark is two runs of about 3 and 4 hours on 2 CPU
 # cores (~20,000 and ~29,000 CPU-seconds at the epoch caps, from measured stage costs; the
-# multi30k preset in fairseq_seqkd/demo/benchmark.py shows the per-stage estimate), in the
+# multi30k preset in fairseq_seqkd/experiments/benchmark.py shows the per-stage estimate), in the
 # same OUT:
 #
 #   examples/multi30k/run.sh --part table1   # Table 1, averaging, pruning 80/90 %, speed

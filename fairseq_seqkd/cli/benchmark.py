@@ -30,7 +30,7 @@ from fairseq_seqkd.cli.demo import (
     with_vocab_size,
 )
 from fairseq_seqkd.cli.entry import OneLineParser, run_main
-from fairseq_seqkd.demo.benchmark import BENCHMARK_PRESETS, PARTS, Benchmark
+from fairseq_seqkd.experiments.benchmark import BENCHMARK_PRESETS, PARTS, Benchmark
 
 PROG = "seqkd-benchmark"
 

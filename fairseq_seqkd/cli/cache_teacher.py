@@ -4,7 +4,7 @@ Word-level KD runs the teacher at every training step; at scale that forward pas
 step. This tool runs the teacher (or an ensemble, ``--path a.pt:b.pt``: member probabilities
 averaged) once, teacher-forced over a binarized split's targets (gold or distilled data), and
 stores for every target token its ``--kd-topk`` most probable ids and their log-probabilities at
-temperature 1 (format: :mod:`fairseq_seqkd.distill.teacher_cache`)::
+temperature 1 (format: :mod:`fairseq_seqkd.data.teacher_cache`)::
 
     seqkd-cache-teacher data-bin --path teacher.pt --gen-subset train --kd-topk 8 \\
         --max-tokens 8000 --output cache/               # resumable: rerun after a kill

@@ -29,9 +29,9 @@ from collections.abc import Sequence
 from typing import TypeVar
 
 from fairseq_seqkd.cli.entry import OneLineParser, run_main
-from fairseq_seqkd.demo.pipeline import Pipeline
-from fairseq_seqkd.demo.presets import PRESETS, Preset, preset_for
 from fairseq_seqkd.errors import SeqKDError
+from fairseq_seqkd.experiments.pipeline import Pipeline
+from fairseq_seqkd.experiments.presets import PRESETS, Preset, preset_for
 
 PROG = "seqkd-demo"
 P = TypeVar("P", bound=Preset)

@@ -24,9 +24,9 @@ from typing import IO
 
 from fairseq_seqkd.atomic import atomic_open
 from fairseq_seqkd.cli.entry import OneLineParser, run_main
-from fairseq_seqkd.demo.corpus import count_lines
 from fairseq_seqkd.deploy.translator import TranslateStats, Translator
 from fairseq_seqkd.errors import SeqKDError
+from fairseq_seqkd.experiments.corpus import count_lines
 
 PROG = "seqkd-translate"
 FILE_BUFFER = 1024  # lines sorted into batches together when reading a file

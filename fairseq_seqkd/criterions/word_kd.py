@@ -21,7 +21,7 @@ from fairseq.dataclass import ChoiceEnum
 from fairseq.logging import metrics
 from torch import Tensor
 
-from ..distill.teacher_cache import read_meta
+from ..data.teacher_cache import read_meta
 from ..distributed import all_gather_1d
 from ..divergences import (
     DIVERGENCES,

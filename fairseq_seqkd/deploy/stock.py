@@ -25,7 +25,7 @@ from torch import Tensor
 
 from ..checkpoints import check_output, parameter_counts, plain_cfg, save_atomic
 from ..errors import SeqKDError
-from ..pruning_hook import group_tied
+from ..pruning import group_tied
 from ..teacher import load_checkpoint_state
 
 EPOCH_CHECKPOINT = re.compile(r"^checkpoint(\d+)\.pt$")

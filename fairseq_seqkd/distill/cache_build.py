@@ -3,7 +3,7 @@
 The teacher (or an ensemble, ``--path a.pt:b.pt``: member probabilities averaged) runs once,
 teacher-forced over a binarized split's targets, and the cache keeps for every target token its
 ``--kd-topk`` most probable ids and their log-probabilities at temperature 1 (format:
-:mod:`fairseq_seqkd.distill.teacher_cache`). The run is seqkd-generate's
+:mod:`fairseq_seqkd.data.teacher_cache`). The run is seqkd-generate's
 (:mod:`fairseq_seqkd.distill.runner`: the same chunks, manifest and batching), so a killed and
 resumed job, or sharded jobs merged (:func:`merge_cache_shards`), give the same bytes as one
 uninterrupted run. A shard's output directory holds its committed chunks (``SPLIT.parts/``) and
@@ -28,6 +28,16 @@ from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 from omegaconf import DictConfig
 
 from ..atomic import atomic_write_text
+from ..data.teacher_cache import (
+    CACHE_FORMAT,
+    STORAGE,
+    CacheMeta,
+    assemble,
+    cache_files,
+    invalidate,
+    target_checksum,
+    write_chunk,
+)
 from ..errors import SeqKDError
 from ..teacher import FrozenTeacher
 from .chunks import ChunkStore, check_output_path
@@ -41,16 +51,6 @@ from .options import (
     resume_options,
 )
 from .runner import ChunkRunner
-from .teacher_cache import (
-    CACHE_FORMAT,
-    STORAGE,
-    CacheMeta,
-    assemble,
-    cache_files,
-    invalidate,
-    target_checksum,
-    write_chunk,
-)
 
 PROG = "seqkd-cache-teacher"
 DEFAULT_TOPK = 8

@@ -110,7 +110,7 @@ class TranslationKDTask(TranslationTask):
     def load_dataset(self, split: str, epoch: int = 1, combine: bool = False, **kwargs: Any):
         super().load_dataset(split, epoch=epoch, combine=combine, **kwargs)
         if self.cfg.distilled_data and split == self.cfg.train_subset:
-            from ..distill.dataset import attach_distilled_targets
+            from ..data.distilled import attach_distilled_targets
 
             self.datasets[split] = attach_distilled_targets(
                 self.datasets[split], self.cfg, split, self.src_dict, self.tgt_dict,
@@ -120,7 +120,7 @@ class TranslationKDTask(TranslationTask):
             self._attach_teacher_cache(split)
 
     def _attach_teacher_cache(self, split: str) -> None:
-        from ..distill.teacher_cache import attach_teacher_cache, meta_path, read_meta
+        from ..data.teacher_cache import attach_teacher_cache, meta_path, read_meta
 
         directory = self.cfg.teacher_cache
         if not os.path.isdir(directory):

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fairseq_seqkd.pruning_hook import prunable_tensors
+from fairseq_seqkd.pruning import prunable_tensors
 
 from ..conftest import PLUGIN, TRAIN_ARGS, epoch_losses, model_args, run_cli
 

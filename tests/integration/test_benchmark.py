@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from fairseq_seqkd.demo.benchmark import BENCHMARK_PRESETS, TABLE1, Benchmark
-from fairseq_seqkd.demo.corpus import CorpusSpec, write_corpus
-from fairseq_seqkd.demo.decode import read_decoding_run
-from fairseq_seqkd.demo.measures import reference_nll
+from fairseq_seqkd.experiments.benchmark import BENCHMARK_PRESETS, TABLE1, Benchmark
+from fairseq_seqkd.experiments.corpus import CorpusSpec, write_corpus
+from fairseq_seqkd.experiments.decode import read_decoding_run
+from fairseq_seqkd.experiments.measures import reference_nll
 
 from ..conftest import cli, run_cli
 

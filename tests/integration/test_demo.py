@@ -15,8 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from fairseq_seqkd.demo.corpus import CorpusSpec, register_of, write_corpus
-from fairseq_seqkd.demo.pipeline import (
+from fairseq_seqkd.distill.evaluate import bleu, parse_decoding
+from fairseq_seqkd.errors import SeqKDError
+from fairseq_seqkd.experiments.corpus import CorpusSpec, register_of, write_corpus
+from fairseq_seqkd.experiments.pipeline import (
     DEPLOYED,
     MODELS,
     Pipeline,
@@ -24,10 +26,8 @@ from fairseq_seqkd.demo.pipeline import (
     StageRun,
     all_register_references,
 )
-from fairseq_seqkd.demo.presets import PRESETS
-from fairseq_seqkd.demo.report import ModelResult, format_table, plot_results
-from fairseq_seqkd.distill.evaluate import bleu, parse_decoding
-from fairseq_seqkd.errors import SeqKDError
+from fairseq_seqkd.experiments.presets import PRESETS
+from fairseq_seqkd.experiments.report import ModelResult, format_table, plot_results
 
 from ..conftest import cli, run_cli
 

@@ -19,8 +19,8 @@ from fairseq.optim.fp16_optimizer import FP16Optimizer
 from fairseq_seqkd.checkpoints import parameter_counts
 from fairseq_seqkd.cli import prune as prune_cli
 from fairseq_seqkd.errors import SeqKDError
-from fairseq_seqkd.pruning import compute_masks, cubic_sparsity
-from fairseq_seqkd.pruning_hook import PruningHook, PruningSchedule, prunable_tensors
+from fairseq_seqkd.pruning import compute_masks, cubic_sparsity, prunable_tensors
+from fairseq_seqkd.pruning_hook import PruningHook, PruningSchedule
 
 from ..conftest import PLUGIN, TRAIN_ARGS, model_args, run_cli, train
 

@@ -13,12 +13,12 @@ from fairseq import options, tasks
 from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 
 from fairseq_seqkd.criterions.word_kd import WordKDCriterion
-from fairseq_seqkd.distill.cache_build import build_cache_argv
-from fairseq_seqkd.distill.teacher_cache import (
+from fairseq_seqkd.data.teacher_cache import (
     TeacherCache,
     attach_teacher_cache,
     cache_files,
 )
+from fairseq_seqkd.distill.cache_build import build_cache_argv
 from fairseq_seqkd.errors import SeqKDError
 
 from ..conftest import (

@@ -11,7 +11,7 @@ from itertools import combinations
 
 import pytest
 
-from fairseq_seqkd.demo import corpus as C
+from fairseq_seqkd.experiments import corpus as C
 
 SMALL = C.CorpusSpec(seed=7, train=3000, valid=300, test=300)
 

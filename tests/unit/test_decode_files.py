@@ -4,13 +4,13 @@ import json
 
 import pytest
 
-from fairseq_seqkd.demo.decode import (
+from fairseq_seqkd.errors import SeqKDError
+from fairseq_seqkd.experiments.decode import (
     build_parser,
     decoding_json,
     hypothesis_file,
     read_decoding_run,
 )
-from fairseq_seqkd.errors import SeqKDError
 
 
 def write_run(directory, key: str, hypotheses: list[str], sentences: int) -> None:

@@ -1,5 +1,8 @@
-"""Imports go one way, cli -> demo -> library: no module outside ``fairseq_seqkd/cli/``
-imports the command-line layer, and ``demo/`` imports no private name of another module."""
+"""Imports go one way, down the layers of DESIGN.md: the console scripts (``cli/``), the
+experiments (``experiments/``: demo and benchmark), the tools' library (``distill/``,
+``deploy/``), the plugin proper (``criterions/``, ``tasks/``, ``data/``, the frozen teacher,
+the pruning hook), and under them the pure modules and the house's helpers. No module imports
+a layer above its own, and the experiments take no private name of another module."""
 
 import ast
 from pathlib import Path
@@ -7,6 +10,16 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "fairseq_seqkd"
+
+# a package's first path component (or a top-level module's name) -> its layer; any other
+# top-level module is a pure module or a house helper (layer 0)
+LAYERS = {
+    "cli": 4,
+    "experiments": 3,
+    "distill": 2, "deploy": 2,
+    "criterions": 1, "tasks": 1, "data": 1, "teacher": 1, "pruning_hook": 1, "__init__": 1,
+}
+LAYER_NAMES = {4: "cli", 3: "experiments", 2: "tools", 1: "plugin", 0: "pure/house"}
 
 
 def imports(path: Path, root: Path) -> list[tuple[int, list[str], list[str]]]:
@@ -27,39 +40,53 @@ def imports(path: Path, root: Path) -> list[tuple[int, list[str], list[str]]]:
     return found
 
 
-def _is_cli(module: str) -> bool:
-    return module == "fairseq_seqkd.cli" or module.startswith("fairseq_seqkd.cli.")
+def layer_of_module(module: str, root_name: str) -> int | None:
+    """The layer of an absolute module name inside the package, None outside it or for the
+    package itself (``from fairseq_seqkd import x`` is judged by ``x``)."""
+    parts = module.split(".")
+    if parts[0] != root_name or len(parts) == 1:
+        return None
+    return LAYERS.get(parts[1], 0)
+
+
+def layer_of_file(rel: Path) -> int:
+    return LAYERS.get(rel.parts[0] if len(rel.parts) > 1 else rel.stem, 0)
 
 
 def layer_violations(root: Path = PACKAGE) -> list[str]:
-    """``file:line: imports MODULE`` for each import of the cli layer from outside it, and
-    each private name ``demo/`` takes from another module."""
+    """``file:line: LAYER imports MODULE (LAYER)`` for each import of a higher layer, and
+    each private name ``experiments/`` takes from another module."""
     bad = []
     for path in sorted(root.rglob("*.py")):
         rel = path.relative_to(root)
+        own = layer_of_file(rel)
         for line, modules, names in imports(path, root):
             where = f"{rel.as_posix()}:{line}"
-            cli = [m for m in modules if _is_cli(m)]
-            if rel.parts[0] != "cli" and cli:
-                bad.append(f"{where}: imports {cli[0]}")
-            if rel.parts[0] == "demo" and modules[0].startswith("fairseq_seqkd."):
+            for module in modules:
+                layer = layer_of_module(module, root.name)
+                if layer is not None and layer > own:
+                    bad.append(f"{where}: {LAYER_NAMES[own]} imports {module} "
+                               f"({LAYER_NAMES[layer]})")
+                    break
+            if rel.parts[0] == "experiments" and modules[0].startswith(f"{root.name}."):
                 bad += [f"{where}: imports private {modules[0]}.{n}" for n in names
                         if n.startswith("_") and not n.startswith("__")]
     return bad
 
 
-def test_only_the_cli_layer_imports_the_cli_layer():
+def test_no_module_imports_a_layer_above_its_own():
     assert layer_violations() == []
 
 
 @pytest.mark.parametrize(("source", "found"), [
-    ("from ..cli.entry import run_main\n", "1: imports fairseq_seqkd.cli.entry"),
-    ("from .. import cli\n", "1: imports fairseq_seqkd.cli"),
-    ("import fairseq_seqkd.cli.demo\n", "1: imports fairseq_seqkd.cli.demo"),
-    ("from fairseq_seqkd.cli import entry\n", "1: imports fairseq_seqkd.cli"),
-    ("def f():\n    from ..cli import entry\n", "2: imports fairseq_seqkd.cli"),
+    ("from ..cli.entry import run_main\n", "1: tools imports fairseq_seqkd.cli.entry (cli)"),
+    ("from .. import cli\n", "1: tools imports fairseq_seqkd.cli (cli)"),
+    ("import fairseq_seqkd.cli.demo\n", "1: tools imports fairseq_seqkd.cli.demo (cli)"),
+    ("from ..experiments import pipeline\n",
+     "1: tools imports fairseq_seqkd.experiments (experiments)"),
+    ("def f():\n    from ..cli import entry\n", "2: tools imports fairseq_seqkd.cli (cli)"),
 ])
-def test_a_library_module_importing_the_cli_is_caught(tmp_path, source, found):
+def test_a_tool_importing_a_higher_layer_is_caught(tmp_path, source, found):
     package = tmp_path / "fairseq_seqkd"
     for sub in ("distill", "cli"):
         (package / sub).mkdir(parents=True)
@@ -68,9 +95,23 @@ def test_a_library_module_importing_the_cli_is_caught(tmp_path, source, found):
     assert layer_violations(package) == [f"distill/late.py:{found}"]
 
 
-def test_private_names_across_demo_modules_are_caught(tmp_path):
+def test_the_plugin_and_pure_modules_importing_upwards_are_caught(tmp_path):
     package = tmp_path / "fairseq_seqkd"
-    (package / "demo").mkdir(parents=True)
-    (package / "demo" / "bench.py").write_text("from .pipeline import MODELS, _bin, __all__\n")
+    (package / "criterions").mkdir(parents=True)
+    (package / "criterions" / "kd.py").write_text(
+        "from ..divergences import kl\nfrom ..distill.build import build\n")
+    (package / "divergences.py").write_text("from .teacher import FrozenTeacher\n")
+    (package / "teacher.py").write_text("from .divergences import kl\n")
     assert layer_violations(package) == [
-        "demo/bench.py:1: imports private fairseq_seqkd.demo.pipeline._bin"]
+        "criterions/kd.py:2: plugin imports fairseq_seqkd.distill.build (tools)",
+        "divergences.py:1: pure/house imports fairseq_seqkd.teacher (plugin)",
+    ]
+
+
+def test_private_names_across_experiment_modules_are_caught(tmp_path):
+    package = tmp_path / "fairseq_seqkd"
+    (package / "experiments").mkdir(parents=True)
+    (package / "experiments" / "bench.py").write_text(
+        "from .pipeline import MODELS, _bin, __all__\n")
+    assert layer_violations(package) == [
+        "experiments/bench.py:1: imports private fairseq_seqkd.experiments.pipeline._bin"]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from fairseq_seqkd.demo.measures import (
+from fairseq_seqkd.experiments.measures import (
     NOISE_MARK,
     mark_noise,
     matrix_sparsity,

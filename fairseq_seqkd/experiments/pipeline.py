@@ -2,7 +2,7 @@
 
 Stages (each a list of commands; stock fairseq CLIs and the project's own console scripts):
 
-  corpus         python -m fairseq_seqkd.demo.corpus      (built-in corpus only)
+  corpus         python -m fairseq_seqkd.experiments.corpus      (built-in corpus only)
   sentencepiece  joint subword model, encoded splits      (sentencepiece library)
   preprocess     fairseq-preprocess --joined-dictionary
   teacher        fairseq-train, a transformer several times larger than the students
@@ -23,8 +23,9 @@ Stages (each a list of commands; stock fairseq CLIs and the project's own consol
   seq-kd-word-kd fairseq-train DISTILLED --criterion word_kd --teacher-cache CACHE
   export-ct2     seqkd-export --format ctranslate2 --quantization int8 (Seq-KD students)
   eval           every model decoded on the test set, greedy and beam K, in one process alone on
-                 the machine (python -m fairseq_seqkd.demo.decode: fairseq's generation pipeline,
-                 as fairseq-generate runs it, and seqkd-translate's Translator for CTranslate2)
+                 the machine (python -m fairseq_seqkd.experiments.decode: fairseq's generation
+                 pipeline, as fairseq-generate runs it, and seqkd-translate's Translator for
+                 CTranslate2)
 
 A stage is skipped when its stamp (``stamps/<stage>.json``, written last) records the same
 commands, the same upstream stamps and the same content of the files it reads from outside the
@@ -451,12 +452,12 @@ class Pipeline:
     def _decode_command(self, models: Sequence[ModelSpec], timed: bool = True
                         ) -> tuple[list[str], list[Path]]:
         """One process that decodes ``models`` on every test set, greedy and with beam K
-        (:mod:`fairseq_seqkd.demo.decode`), and the files it writes; ``timed=False`` skips
+        (:mod:`fairseq_seqkd.experiments.decode`), and the files it writes; ``timed=False`` skips
         the untimed warm-up passes that only make the timings fair."""
         p, eval_dir = self.preset, self.out / "eval"
         subsets = [self.subset(t) for t in self.test_sets]
         command = [
-            sys.executable, "-m", "fairseq_seqkd.demo.decode", "--data", str(self.data),
+            sys.executable, "-m", "fairseq_seqkd.experiments.decode", "--data", str(self.data),
             "--subsets", *subsets,
             *(["--sources", *(str(self.raw / f"{t}.{SRC}") for t in self.test_sets)]
               if any(m.engine == "ctranslate2" for m in models) else []),
@@ -480,7 +481,7 @@ class Pipeline:
             spec = p.corpus
             stages.append(Stage(
                 "corpus", "built-in synthetic corpus",
-                [[sys.executable, "-m", "fairseq_seqkd.demo.corpus", str(self.raw),
+                [[sys.executable, "-m", "fairseq_seqkd.experiments.corpus", str(self.raw),
                   *(arg for name, value in asdict(spec).items()
                     for arg in (f"--{name.replace('_', '-')}", str(value)))]],
                 [self.raw / f"{s}.{lang}" for s in SPLITS for lang in (SRC, TGT)],
@@ -1074,7 +1075,8 @@ class Pipeline:
         ]
         if self.builtin:
             notes.append("- Mixed: share of test outputs that contain register-specific words "
-                         "of two or more registers (`fairseq_seqkd.demo.corpus.mixing_rate`; "
+                         "of two or more registers "
+                         "(`fairseq_seqkd.experiments.corpus.mixing_rate`; "
                          "the references: 0%).")
         notes += ["", "## Stage times (seconds; a skipped stage shows the run that made it)", "",
                   f"Up to {self.jobs} stage(s) at a time (decoding alone), {self.threads} "

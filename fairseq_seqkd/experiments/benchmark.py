@@ -1,8 +1,9 @@
 """``seqkd-benchmark``: every row of Kim & Rush (2016) Table 1 on a real corpus, with pruning,
 beyond-the-paper divergences and CPU decoding speed, written up as one Markdown page.
 
-It is the demo's stage driver (:class:`~fairseq_seqkd.demo.pipeline.Pipeline`: stamps, resumption,
-logs, parallel stages) with a longer stage list:
+It is the demo's stage driver
+(:class:`~fairseq_seqkd.experiments.pipeline.Pipeline`: stamps, resumption, logs, parallel
+stages) with a longer stage list:
 
 * teacher and student on the gold data (``label_smoothed_cross_entropy``);
 * the teacher's top-k distributions cached once per training set with ``seqkd-cache-teacher``
@@ -1187,7 +1188,7 @@ class Benchmark(Pipeline):
             f"- Stages ran up to {self.jobs} at a time with {self.threads} thread(s) each "
             "(the speed stage alone). Tuning used validation loss only; no test-set choices.",
             "- BLEU: each model decoded on every test set, greedy and beam "
-            f"{p.beam}, by one process (`python -m fairseq_seqkd.demo.decode`: fairseq's "
+            f"{p.beam}, by one process (`python -m fairseq_seqkd.experiments.decode`: fairseq's "
             "generation pipeline in-process, what `fairseq-generate` runs with the same "
             "options, hypotheses identical); speeds come from the speed stages only.",
             "- Two runs in one output directory: `--part table1`, then `--part extra`.",

@@ -1,5 +1,5 @@
 """The demo's evaluation: every model decoded greedily and with beam search, side by side, in one
-process (``python -m fairseq_seqkd.demo.decode``).
+process (``python -m fairseq_seqkd.experiments.decode``).
 
 fairseq checkpoints go through fairseq's own generation pipeline
 (:class:`~fairseq_seqkd.deploy.fairseq_decoder.FairseqDecoder`, what ``fairseq-generate`` runs);
@@ -64,7 +64,7 @@ def _model(text: str) -> tuple[str, str, str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m fairseq_seqkd.demo.decode",
+    parser = argparse.ArgumentParser(prog="python -m fairseq_seqkd.experiments.decode",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", required=True, help="fairseq data-bin of the fairseq models")
     parser.add_argument("--subsets", nargs="+", default=["test"],

@@ -1,0 +1,1 @@
+"""Datasets the plugin reads during ``fairseq-train``: distilled targets and the teacher cache."""
