@@ -43,13 +43,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fairseq_seqkd.distill import select as select_mod
+from fairseq_seqkd.distill import similarity
 from fairseq_seqkd.distill.nbest import Hypothesis, read_nbest
-from fairseq_seqkd.distill.select import (
-    plain_similarity,
-    remove_bpe,
-    select_targets,
-)
+from fairseq_seqkd.distill.select import select_targets
+from fairseq_seqkd.distill.similarity import plain_similarity, remove_bpe
 
 
 @dataclass
@@ -171,7 +168,7 @@ def _reset_caches() -> None:
 
     Tokenizer13a.__call__.cache_clear()
     TokenizerRegexp.__call__.cache_clear()
-    select_mod._PROCESS_SCORERS.clear()
+    similarity._PROCESS_SCORERS.clear()
 
 
 def plain_loop(

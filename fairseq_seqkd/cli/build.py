@@ -7,10 +7,13 @@ Example::
 
 The stages (generate, select, binarize), their records in ``OUT_DIR/seqkd/<stage>/`` and how a
 killed or changed build resumes are described in :mod:`fairseq_seqkd.distill.build`, whose
-:func:`~fairseq_seqkd.distill.build.build_distilled_data` this command calls. With
-``--fallback gold`` (the default) the train split stays aligned by index with the gold one, so
-``OUT_DIR`` also serves as ``--distilled-data``; with ``--fallback drop`` only the kept
-sentences are written, their gold indices listed in ``<split>.kept-indices``.
+:func:`~fairseq_seqkd.distill.build.build_distilled_data` this command calls. A rerun redoes
+exactly the stages whose options, input contents (teacher, data) or package version changed,
+and says so. With ``--fallback gold`` (the default) the train split stays aligned by index with
+the gold one, so ``OUT_DIR`` also serves as ``--distilled-data``; with ``--fallback drop`` only
+the kept sentences are written, their gold indices listed in ``<split>.kept-indices``. A
+sentence too long for the teacher has no hypothesis: an error naming it, unless
+``--allow-missing`` (then it gets the fallback, and the count goes to stderr).
 
 ``--filter-worst P`` and ``--min-score S`` filter on the teacher's n-best scores as in
 ``seqkd-select`` (a sentence they drop keeps its reference under ``--fallback gold``); changing
@@ -27,15 +30,12 @@ import sys
 from collections.abc import Sequence
 
 from fairseq_seqkd.cli.entry import OneLineParser, run_main
-from fairseq_seqkd.cli.select import add_score_filter_options
-from fairseq_seqkd.distill.build import (
-    BPE_SCHEMES,
-    FALLBACKS,
-    SIMILARITIES,
-    STRATEGIES,
-    build_distilled_data,
-)
+from fairseq_seqkd.cli.select import add_allow_missing_option, add_score_filter_options
+from fairseq_seqkd.distill.build import build_distilled_data
+from fairseq_seqkd.distill.build_options import BPE_SCHEMES
 from fairseq_seqkd.distill.options import TEACHER_DATA_HELP
+from fairseq_seqkd.distill.select import FALLBACKS, STRATEGIES
+from fairseq_seqkd.distill.similarity import SIMILARITIES
 
 PROG = "seqkd-build"
 
@@ -70,8 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dedup", action="store_true", help="drop repeated (source, target) pairs")
     add_score_filter_options(p)
     p.add_argument("--fallback", choices=FALLBACKS, default="gold",
-                   help="gold: a sentence without a usable hypothesis (none, or one a filter "
-                   "dropped) keeps its reference (the split stays aligned); drop: it is left out")
+                   help="gold: a sentence without a usable hypothesis (a filter dropped it, or "
+                   "none with --allow-missing) keeps its reference (the split stays aligned); "
+                   "drop: it is left out")
+    add_allow_missing_option(p)
     p.add_argument("--workers", type=int, default=1, metavar="W",
                    help="processes scoring similarities")
     p.add_argument("--cpu", action="store_true", help="decode on the CPU")
@@ -91,9 +93,13 @@ def say(message: str) -> None:
     print(f"{PROG}: {message}", flush=True)
 
 
+def warn(message: str) -> None:
+    print(f"{PROG}: warning: {message}", file=sys.stderr, flush=True)
+
+
 def _run(argv: Sequence[str]) -> int:
     args = build_parser().parse_args(argv)
-    say(build_distilled_data(**vars(args), log=say).describe())
+    say(build_distilled_data(**vars(args), log=say, warn=warn).describe())
     return 0
 
 

@@ -16,11 +16,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from fairseq.data import Dictionary, data_utils
+from fairseq.data import Dictionary
 from fairseq.data import indexed_dataset as fairseq_indexed
 
-from ..atomic import atomic_write_text, temp_path_beside
-from ..errors import SeqKDError
+from ..atomic import temp_path_beside
 
 
 @dataclass
@@ -51,7 +50,7 @@ class _AtomicDataset:
         os.replace(self.tmp_idx, self.prefix + ".idx")
 
     def discard(self) -> None:
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(OSError):
             self.builder._data_file.close()
         for tmp in (self.tmp_bin, self.tmp_idx):
             with contextlib.suppress(FileNotFoundError):
@@ -115,25 +114,6 @@ def copy_file(src: str, dst: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-
-
-def write_text(path: str, text: str) -> None:
-    """Write UTF-8 ``text`` to ``path`` through a temporary file beside it."""
-    atomic_write_text(path, text)
-
-
-def load_split(prefix: str, dictionary: Dictionary, what: str) -> Any:
-    """fairseq's indexed dataset at ``prefix`` (any impl), or a one-line error naming it."""
-    impl = fairseq_indexed.infer_dataset_impl(prefix)
-    if impl is None:
-        raise SeqKDError(f"{what}: {prefix}.bin/.idx not found")
-    try:
-        dataset = data_utils.load_indexed_dataset(prefix, dictionary, impl)
-    except Exception as exc:
-        raise SeqKDError(f"{what}: cannot read {prefix}.bin/.idx ({exc})") from exc
-    if dataset is None:
-        raise SeqKDError(f"{what}: cannot read {prefix}.bin/.idx")
-    return dataset
 
 
 def token_lines(dataset: Any, dictionary: Dictionary) -> list[str]:

@@ -16,9 +16,10 @@ from typing import Any
 
 from ..atomic import atomic_open, atomic_write_text, fsync_path, umask
 from ..errors import SeqKDError
+from ..textfiles import read_text_lines
 
 DEFAULT_CHUNK_SIZE = 10000
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2
 PARTS_SUFFIX = ".parts"
 SKIPPED_SUFFIX = ".skipped"
 _MANIFEST = "manifest.json"
@@ -26,6 +27,19 @@ _MANIFEST = "manifest.json"
 
 def skipped_path(output: str) -> str:
     return output + SKIPPED_SUFFIX
+
+
+def read_skipped(path: str) -> list[tuple[int, int]]:
+    """``(index, line number)`` of each sentence listed in a ``.skipped`` file (too long for the
+    teacher); [] when there is no such file."""
+    if not os.path.exists(path):
+        return []
+    out = []
+    for lineno, line in enumerate(read_text_lines(path), start=1):
+        if not (line.isascii() and line.isdigit()):
+            raise SeqKDError(f"{path}:{lineno}: expected a sentence index, got {line[:40]!r}")
+        out.append((int(line), lineno))
+    return out
 
 
 def owned_chunks(size: int, chunk_size: int, num_shards: int = 1, shard_id: int = 0) -> list[int]:

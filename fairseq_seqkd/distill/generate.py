@@ -26,11 +26,13 @@ teacher cache), this module (beam search per batch, the n-best text) and :mod:`.
 Resuming
     Each finished chunk is written to ``OUTPUT.parts/chunk-NNNNNN.tsv`` through a temporary
     file and ``os.replace``. ``OUTPUT.parts/manifest.json`` records every option that can change
-    the output (generation options, batching, data, checkpoints' size and mtime, device, chunk
-    size, shard); a rerun with different options is refused, naming the option. Killed at any
-    moment and restarted with the same command, the run decodes only the missing chunks. When
-    all chunks exist they are concatenated into ``OUTPUT`` (temp file + rename) and the parts
-    directory is removed. One process per ``OUTPUT`` at a time: there is no lock.
+    the output (generation options, batching, device, chunk size, shard), the content digests of
+    the checkpoints and of the split's data files and dictionaries, and the package version; a
+    rerun that differs in any of them is refused, naming it (a teacher replaced by other bytes of
+    the same size and mtime included). Killed at any moment and restarted with the same command,
+    the run decodes only the missing chunks. When all chunks exist they are concatenated into
+    ``OUTPUT`` (temp file + rename) and the parts directory is removed. One process per
+    ``OUTPUT`` at a time: there is no lock.
 
 Sharding
     ``--num-shards N --shard-id i`` (fairseq's own generation options) make a worker decode the

@@ -1,87 +1,45 @@
 """Joining ``seqkd-generate`` shards (``--merge-shards``): every index in exactly one shard.
 
-Lines are copied verbatim in index order, so shards decoded with the same ``--chunk-size`` merge
-to the bytes of the unsharded run (see :mod:`fairseq_seqkd.distill.generate`).
+Lines are copied in index order, verbatim up to their end of line, so shards decoded with the
+same ``--chunk-size`` merge to the bytes of the unsharded run (see
+:mod:`fairseq_seqkd.distill.generate`).
 """
 
 from __future__ import annotations
 
 import heapq
-import math
 import os
-import re
 import time
 from collections.abc import Iterator, Sequence
 
 from ..atomic import atomic_open, atomic_write_text
 from ..errors import SeqKDError
-from .chunks import check_output_path, skipped_path
+from ..textfiles import iter_text_lines
+from .chunks import check_output_path, read_skipped, skipped_path
 from .generate import GenerationSummary
-
-_NBEST_LINE_RE = re.compile(r"([0-9]+)\t([0-9]+)\t([^\t\n]*)\t[^\t\n]*\n?")
-
-
-def _read_skipped(path: str) -> list[tuple[int, int]]:
-    """``(index, line number)`` pairs of a ``.skipped`` file; [] when there is none."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            raw = handle.read().split("\n")
-    except FileNotFoundError:
-        return []
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SeqKDError(f"cannot read {path}: {exc}") from None
-    if raw and raw[-1] == "":
-        raw.pop()
-    out = []
-    for lineno, line in enumerate(raw, start=1):
-        if not line.isdigit() or not line.isascii():
-            raise SeqKDError(f"{path}:{lineno}: expected a sentence index, got {line[:40]!r}")
-        out.append((int(line), lineno))
-    return out
+from .nbest import parse_nbest_line
 
 
 def _shard_lines(path: str, shard: int) -> Iterator[tuple[int, int, int, int, str]]:
     """``(index, rank, shard, line number, line)`` of a shard, checking format and order."""
     prev_index, prev_rank = -1, -1
-    try:
-        handle = open(path, "rb")  # noqa: SIM115 (closed below, generator)
-    except OSError as exc:
-        raise SeqKDError(f"--merge-shards: cannot read {path}: {exc.strerror or exc}") from None
-    with handle:
-        for lineno, raw in enumerate(handle, start=1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise SeqKDError(f"{path}:{lineno}: invalid UTF-8 ({exc.reason})") from None
-            match = _NBEST_LINE_RE.fullmatch(line)
-            score = match.group(3) if match else ""
-            try:
-                ok = match is not None and not math.isnan(float(score)) and score == score.strip()
-            except ValueError:
-                ok = False
-            if not ok:
+    for lineno, line in enumerate(iter_text_lines(path), start=1):
+        index, rank, _ = parse_nbest_line(line, path, lineno)
+        if index == prev_index:
+            if rank != prev_rank + 1:
                 raise SeqKDError(
-                    f"{path}:{lineno}: expected 'index<TAB>rank<TAB>score<TAB>tokens', got "
-                    f"{line.rstrip()[:80]!r}"
+                    f"{path}:{lineno}: sentence index {index} has rank {rank} after rank "
+                    f"{prev_rank}"
                 )
-            index, rank = int(match.group(1)), int(match.group(2))
-            if not line.endswith("\n"):
-                line += "\n"
-            if index == prev_index:
-                if rank != prev_rank + 1:
-                    raise SeqKDError(
-                        f"{path}:{lineno}: sentence index {index} has rank {rank} after rank "
-                        f"{prev_rank}"
-                    )
-            elif index < prev_index:
-                raise SeqKDError(
-                    f"{path}:{lineno}: sentence index {index} after {prev_index}; a shard must be "
-                    f"sorted by index (as seqkd-generate writes it)"
-                )
-            elif rank != 0:
-                raise SeqKDError(f"{path}:{lineno}: sentence index {index} starts at rank {rank}")
-            prev_index, prev_rank = index, rank
-            yield index, rank, shard, lineno, line
+        elif index < prev_index:
+            raise SeqKDError(
+                f"{path}:{lineno}: sentence index {index} after {prev_index}; a shard must be "
+                f"sorted by index (as seqkd-generate writes it)"
+            )
+        elif rank != 0:
+            raise SeqKDError(f"{path}:{lineno}: sentence index {index} starts at rank {rank}")
+        prev_index, prev_rank = index, rank
+        yield index, rank, shard, lineno, line + "\n"
 
 
 def merge_shards(paths: Sequence[str], output: str, expected_size: int) -> GenerationSummary:
@@ -103,7 +61,7 @@ def merge_shards(paths: Sequence[str], output: str, expected_size: int) -> Gener
     skipped: dict[int, str] = {}
     for path in paths:
         spath = skipped_path(path)
-        for index, lineno in _read_skipped(spath):
+        for index, lineno in read_skipped(spath):
             if index >= expected_size:
                 raise SeqKDError(
                     f"{spath}:{lineno}: sentence index {index} is out of range for "

@@ -26,12 +26,13 @@ import itertools
 import math
 import os
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Union
 
 from ..atomic import atomic_write_text
 from ..errors import SeqKDError
+from ..textfiles import iter_text_lines
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -43,6 +44,7 @@ __all__ = [
     "check_indices",
     "format_nbest_lines",
     "parse_generate_output",
+    "parse_nbest_line",
     "read_generate_log",
     "read_generate_output",
     "read_nbest",
@@ -121,28 +123,6 @@ def write_nbest(path: PathLike, entries: Iterable[tuple[int, Sequence[Hypothesis
     atomic_write_text(path, "".join(text))
 
 
-def _iter_lines(path: PathLike) -> Iterator[tuple[int, str]]:
-    """Yield ``(line_number, text)`` with the end of line stripped.
-
-    Decodes line by line so that a non-UTF-8 byte is reported with its line number.
-    """
-    name = os.fspath(path)
-    with open(name, "rb") as handle:
-        for lineno, raw in enumerate(handle, start=1):
-            if raw.endswith(b"\n"):
-                raw = raw[:-1]
-                if raw.endswith(b"\r"):
-                    raw = raw[:-1]
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise NbestFormatError(
-                    f"{name}:{lineno}: invalid UTF-8 byte 0x{raw[exc.start]:02x} "
-                    f"at column {exc.start + 1}"
-                ) from None
-            yield lineno, text
-
-
 def _parse_score(text: str) -> float | None:
     try:
         value = float(text)
@@ -153,35 +133,41 @@ def _parse_score(text: str) -> float | None:
     return value
 
 
+def parse_nbest_line(line: str, name: str, lineno: int) -> tuple[int, int, Hypothesis]:
+    """``(index, rank, hypothesis)`` of one n-best line (its end of line stripped), or
+    :class:`NbestFormatError` naming the file and line."""
+    fields = line.split("\t", 3)
+    if (
+        len(fields) != 4
+        or not _UINT_RE.fullmatch(fields[0])
+        or not _UINT_RE.fullmatch(fields[1])
+    ):
+        raise NbestFormatError(f"{name}:{lineno}: {_EXPECTED}, got {_shorten(line)}")
+    score = _parse_score(fields[2])
+    if score is None:
+        raise NbestFormatError(
+            f"{name}:{lineno}: {_EXPECTED}, got {_shorten(line)} "
+            f"(score {fields[2]!r} is not a number)"
+        )
+    if "\t" in fields[3]:
+        raise NbestFormatError(
+            f"{name}:{lineno}: {_EXPECTED}, got {_shorten(line)} (tab inside tokens)"
+        )
+    return int(fields[0]), int(fields[1]), Hypothesis(tokens=fields[3], score=score)
+
+
 def read_nbest(path: PathLike) -> dict[int, list[Hypothesis]]:
     """Read an n-best file into ``{index: [Hypothesis rank 0, rank 1, ...]}``.
 
     Raises :class:`NbestFormatError` (one line, naming file and line number) for a
-    malformed line, a non-UTF-8 byte, a duplicate ``(index, rank)`` or ranks of an
-    index that are not exactly ``0..k-1``. The result is ordered by index.
+    malformed line, a duplicate ``(index, rank)`` or ranks of an index that are not exactly
+    ``0..k-1``, and :class:`SeqKDError` for a non-UTF-8 byte. The result is ordered by index.
     """
     name = os.fspath(path)
     by_index: dict[int, dict[int, Hypothesis]] = {}
     first_line: dict[int, int] = {}
-    for lineno, line in _iter_lines(name):
-        fields = line.split("\t", 3)
-        if (
-            len(fields) != 4
-            or not _UINT_RE.fullmatch(fields[0])
-            or not _UINT_RE.fullmatch(fields[1])
-        ):
-            raise NbestFormatError(f"{name}:{lineno}: {_EXPECTED}, got {_shorten(line)}")
-        score = _parse_score(fields[2])
-        if score is None:
-            raise NbestFormatError(
-                f"{name}:{lineno}: {_EXPECTED}, got {_shorten(line)} "
-                f"(score {fields[2]!r} is not a number)"
-            )
-        if "\t" in fields[3]:
-            raise NbestFormatError(
-                f"{name}:{lineno}: {_EXPECTED}, got {_shorten(line)} (tab inside tokens)"
-            )
-        index, rank = int(fields[0]), int(fields[1])
+    for lineno, line in enumerate(iter_text_lines(name), start=1):
+        index, rank, hypothesis = parse_nbest_line(line, name, lineno)
         ranks = by_index.get(index)
         if ranks is None:
             ranks = by_index[index] = {}
@@ -190,7 +176,7 @@ def read_nbest(path: PathLike) -> dict[int, list[Hypothesis]]:
             raise NbestFormatError(
                 f"{name}:{lineno}: duplicate hypothesis (index {index}, rank {rank})"
             )
-        ranks[rank] = Hypothesis(tokens=fields[3], score=score)
+        ranks[rank] = hypothesis
 
     result: dict[int, list[Hypothesis]] = {}
     for index in sorted(by_index):
@@ -212,14 +198,15 @@ def check_indices(
     path: PathLike | None = None,
     *,
     allow_missing: bool = False,
+    hint: str = "",
 ) -> None:
     """Check that the n-best covers exactly the indices ``0..expected_size-1``.
 
     Raises :class:`NbestFormatError` naming the first out-of-range index, or (unless
-    ``allow_missing``) the first index without any hypothesis.
+    ``allow_missing``) the first index without any hypothesis, followed by ``hint``.
     """
     where = f"{os.fspath(path)}: " if path is not None else ""
-    bad = [i for i in nbest if not (0 <= i < expected_size)]
+    bad = [i for i in nbest if not 0 <= i < expected_size]
     if bad:
         raise NbestFormatError(
             f"{where}sentence index {min(bad)} is out of range for a split of "
@@ -228,12 +215,11 @@ def check_indices(
         )
     if allow_missing:
         return
-    present = sum(1 for i in range(expected_size) if nbest.get(i))
-    if present != expected_size:
-        first = next(i for i in range(expected_size) if not nbest.get(i))
+    missing = [i for i in range(expected_size) if not nbest.get(i)]
+    if missing:
         raise NbestFormatError(
-            f"{where}no hypotheses for sentence index {first} "
-            f"({expected_size - present} of {expected_size} sentences missing)"
+            f"{where}no hypotheses for sentence index {missing[0]} "
+            f"({len(missing)} of {expected_size} sentences missing){hint}"
         )
 
 
@@ -321,15 +307,12 @@ def read_generate_output(path: PathLike, *, nbest: bool = True) -> GenerateOutpu
 
     ``S-``/``P-`` and any other lines (logging, BLEU summary, ...) are ignored, in any order;
     several ``H-``/``D-`` lines of one index (``--nbest``) keep their order of appearance,
-    which is best first in fairseq's output. A malformed ``H-``, ``D-`` or ``T-`` line, a
-    non-UTF-8 byte or, unless ``nbest``, a second hypothesis of one sentence raises
-    :class:`NbestFormatError` naming the file and line.
+    which is best first in fairseq's output. A malformed ``H-``, ``D-`` or ``T-`` line or,
+    unless ``nbest``, a second hypothesis of one sentence raises :class:`NbestFormatError`
+    naming the file and line; an unreadable file or a non-UTF-8 byte, :class:`SeqKDError`.
     """
     name = os.fspath(path)
-    try:
-        return _parse_generate(_iter_lines(name), name, nbest)
-    except OSError as exc:
-        raise NbestFormatError(f"cannot read {name}: {exc.strerror or exc}") from None
+    return _parse_generate(enumerate(iter_text_lines(name), start=1), name, nbest)
 
 
 def parse_generate_output(text: str, name: str = "<fairseq-generate output>", *,

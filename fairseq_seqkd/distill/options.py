@@ -2,7 +2,8 @@
 
 ``seqkd-generate`` and ``seqkd-cache-teacher`` take fairseq-generate's options (same parser) plus
 ``--output``, ``--chunk-size`` and ``--teacher-data``; :func:`resume_options` lists every option
-that can change their output's bytes, which a resumed run must repeat.
+that can change their output's bytes, the checkpoints' content digests and the package version,
+which a resumed run must repeat; :func:`data_digests` the content digests of the data it reads.
 """
 
 from __future__ import annotations
@@ -15,15 +16,19 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from fairseq import options
+from fairseq import checkpoint_utils, options
 from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 from omegaconf import DictConfig, OmegaConf
 
+from .. import version
 from ..errors import SeqKDError
+from ..stages import content_digest
 from ..teacher import split_paths
 from .chunks import DEFAULT_CHUNK_SIZE
+from .databin import data_files
 
 logger = logging.getLogger(__name__)
+
 
 def build_parser() -> argparse.ArgumentParser:
     """fairseq's generation parser plus the options of ``seqkd-generate``."""
@@ -120,7 +125,8 @@ _NO_EFFECT = frozenset(
 
 
 def resume_options(cfg: DictConfig, args: argparse.Namespace, device: str) -> dict[str, Any]:
-    """Every option that can change the bytes of the output, keyed by its command-line flag."""
+    """Every option that can change the bytes of the output, keyed by its command-line flag,
+    with the content digests of the checkpoints and the package version."""
     opts: dict[str, Any] = {}
     for name, value in json_plain(cfg.generation).items():
         if not name.startswith("_") and name not in _NO_EFFECT:
@@ -130,9 +136,7 @@ def resume_options(cfg: DictConfig, args: argparse.Namespace, device: str) -> di
             continue
         if name == "_name":
             opts["--task"] = value
-        elif name == "data":
-            opts["DATA"] = [os.path.abspath(p) for p in str(value).split(os.pathsep) if p]
-        else:
+        elif name != "data":  # the data by content: data_digests
             opts[option_flag(name)] = value
     for name in ("gen_subset", "batch_size", "max_tokens", "required_batch_size_multiple",
                  "skip_invalid_size_inputs_valid_test", "num_shards", "shard_id"):
@@ -144,16 +148,29 @@ def resume_options(cfg: DictConfig, args: argparse.Namespace, device: str) -> di
     opts["--checkpoint-shard-count"] = cfg.checkpoint.checkpoint_shard_count
     opts["--chunk-size"] = args.chunk_size
     opts["device (--cpu)"] = device
-    checkpoints = []
-    for path in checkpoint_paths(cfg):
-        if plain_loading(cfg) and not os.path.isfile(path):
-            raise SeqKDError(f"--path: {path} does not exist")
-        try:
-            stat = os.stat(path)
-            checkpoints.append([os.path.abspath(path), stat.st_size, stat.st_mtime_ns])
-        except OSError:
-            checkpoints.append([os.path.abspath(path), None, None])
-    opts["--path (files, sizes, mtimes)"] = checkpoints
+    opts["--path (sha256)"] = [content_digest(path) for path in checkpoint_files(cfg)]
+    opts["package version"] = version.__version__
     return opts
 
 
+def checkpoint_files(cfg: DictConfig) -> list[str]:
+    """Every file fairseq loads for ``--path`` (with ``--checkpoint-suffix`` and
+    ``--checkpoint-shard-count``), each checked to exist."""
+    files = []
+    for path in checkpoint_paths(cfg):
+        shards = cfg.checkpoint.checkpoint_shard_count
+        for shard in range(shards):
+            name = checkpoint_utils.get_maybe_sharded_checkpoint_filename(
+                path, cfg.checkpoint.checkpoint_suffix, shard, shards)
+            if not os.path.isfile(name):
+                raise SeqKDError(f"--path: {name} does not exist")
+            files.append(name)
+    return files
+
+
+def data_digests(cfg: DictConfig) -> dict[str, str]:
+    """Content digests of the data a run reads: the ``--gen-subset`` split's files and the
+    dictionaries of the (first) data directory, by file name."""
+    directory = str(cfg.task.data).split(os.pathsep)[0]
+    return {f"{name} (sha256)": content_digest(path)
+            for name, path in data_files(directory, cfg.dataset.gen_subset).items()}

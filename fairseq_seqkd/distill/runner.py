@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import ast
 import contextlib
-import hashlib
 import logging
 import os
 import sys
@@ -32,7 +31,7 @@ from tqdm import tqdm
 from ..errors import SeqKDError
 from ..teacher import check_teacher_dictionaries, load_checkpoint_state
 from .chunks import ChunkStore, owned_chunks
-from .options import checkpoint_paths, device, plain_loading
+from .options import checkpoint_paths, data_digests, device, plain_loading
 
 logger = logging.getLogger(__name__)
 
@@ -126,14 +125,6 @@ def load_models(
     return models, saved_cfg
 
 
-def data_fingerprint(dataset: Any, split: str) -> dict[str, Any]:
-    sizes = getattr(dataset, "sizes", None)
-    digest = None
-    if sizes is not None:
-        digest = hashlib.sha1(np.ascontiguousarray(sizes).tobytes()).hexdigest()
-    return {f"sentences in --gen-subset {split}": len(dataset), "sentence lengths (sha1)": digest}
-
-
 @contextlib.contextmanager
 def quiet_logger(name: str) -> Iterator[None]:
     """Silence a chatty fairseq logger (per-chunk batch-iterator INFO lines)."""
@@ -144,7 +135,6 @@ def quiet_logger(name: str) -> Iterator[None]:
         yield
     finally:
         log.setLevel(level)
-
 
 
 @dataclass
@@ -253,7 +243,7 @@ class ChunkRunner:
         order, order_chunk = order[grouped], order_chunk[grouped]
         bounds = np.searchsorted(order_chunk, np.arange(-(-self.size // chunk_size) + 1))
 
-        stats = RunStats(store.start(opts, data_fingerprint(self.dataset, self.split)))
+        stats = RunStats(store.start(opts, data_digests(self.cfg)))
         stats.resumed &= set(self.chunks)
         if stats.resumed:
             logger.info("resuming %s: %d of %d chunks already done", store.parts,

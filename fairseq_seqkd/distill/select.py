@@ -4,342 +4,98 @@ Strategies (Kim & Rush, 2016):
 
 * ``seq-kd``    - the teacher's best hypothesis (rank 0);
 * ``seq-inter`` - among the k-best, the hypothesis most similar to the reference
-  (ties go to the better rank).
-
-Similarities are computed on detokenized text (``remove_bpe`` applied to both the
-hypothesis and the reference) and are *identical* to sacrebleu's sentence-level
-functions with their defaults:
-
-* ``bleu`` - ``sacrebleu.sentence_bleu(hyp, [ref]).score`` (13a, exp smoothing,
-  effective order), re-implemented on cached reference n-grams for speed;
-* ``chrf`` - ``sacrebleu.sentence_chrf(hyp, [ref]).score``;
-* ``ter``  - ``sacrebleu.sentence_ter(hyp, [ref]).score`` (lower is better).
+  (ties go to the better rank; similarities in :mod:`fairseq_seqkd.distill.similarity`).
 
 Score filters (the Bergamot / firefox-translations practice of dropping the distilled pairs the
 teacher is least sure of) use the n-best's score column as it is: ``seqkd-generate`` writes
 fairseq's length-normalised log-probability (nats per token; a ``fairseq-generate`` log prints
 it in bits).
 
+A sentence without any hypothesis is an error unless ``allow_missing``: a truncated n-best must
+not turn into gold targets unnoticed.
+
 This module imports only the standard library and sacrebleu (no fairseq / torch).
 """
 
 from __future__ import annotations
 
-import itertools
 import math
-import multiprocessing
-import re
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any
-
-from fairseq_seqkd.distill.nbest import Hypothesis
 
 from ..errors import SeqKDError
+from .nbest import Hypothesis, check_indices
+from .similarity import SIMILARITIES, closest_hypotheses, remove_bpe
 
 __all__ = [
     "FALLBACKS",
-    "SIMILARITIES",
     "STRATEGIES",
     "Selection",
-    "SentenceScorer",
-    "check_max_repeats",
-    "check_score_filters",
-    "plain_similarity",
-    "remove_bpe",
+    "SelectionOptions",
+    "check_choice",
     "repeat_run",
     "select_targets",
 ]
 
 STRATEGIES = ("seq-kd", "seq-inter")
-SIMILARITIES = ("bleu", "chrf", "ter")
 FALLBACKS = ("gold", "drop")
-#: similarities for which a lower score is better
-LOWER_IS_BETTER = frozenset({"ter"})
-#: sentences per task sent to a worker process
-CHUNK_SENTENCES = 256
-
-_BLEU_ORDER = 4
-# whitespace other than the plain space (see SentenceScorer._bleu_words)
-_OTHER_WHITESPACE = re.compile(r"[^\S ]")
+REPEAT_MAX_N = 4  # longest phrase --max-repeats looks for
 
 
-# --------------------------------------------------------------------------- BPE
+def check_choice(value: str, allowed: Sequence[str], option: str) -> None:
+    if value not in allowed:
+        raise SeqKDError(f"{option} must be one of {', '.join(allowed)}, got {value!r}")
 
 
-def remove_bpe(tokens: str, scheme: str | None) -> str:
-    """Undo subword segmentation.
+@dataclass
+class SelectionOptions:
+    """How targets are chosen and filtered: the keyword arguments of :func:`select_targets`,
+    named after ``seqkd-select``'s options (``--max-len-ratio``: ``max_len_ratio``)."""
 
-    * ``None`` / ``"none"``: unchanged;
-    * ``"sentencepiece"``: drop spaces, turn ``'▁'`` into spaces, strip;
-    * ``"subword_nmt"``: remove the ``"@@ "`` continuation marker;
-    * any other string: a literal marker removed from ``tokens + " "`` (then
-      right-stripped), e.g. ``"@@ "`` or ``"##"``.
-    """
-    if scheme is None or scheme == "none":
-        return tokens
-    if scheme == "sentencepiece":
-        return tokens.replace(" ", "").replace("\u2581", " ").strip()
-    if scheme == "subword_nmt":
-        scheme = "@@ "
-    if not scheme:
-        raise SeqKDError("--remove-bpe: the BPE marker must not be empty")
-    return (tokens + " ").replace(scheme, "").rstrip()
+    strategy: str = "seq-kd"
+    sim: str = "bleu"
+    remove_bpe_scheme: str | None = None  # undone before similarities (see remove_bpe)
+    max_len_ratio: float | None = None
+    max_repeats: int | None = None
+    dedup: bool = False
+    fallback: str = "gold"
+    workers: int = 1
+    filter_worst: float = 0.0
+    min_score: float | None = None
 
-
-# ------------------------------------------------------------------ similarities
-
-
-def plain_similarity(hyp: str, ref: str, sim: str) -> float:
-    """The reference (slow) definition: one plain sacrebleu sentence call."""
-    import sacrebleu
-
-    if sim == "bleu":
-        return sacrebleu.sentence_bleu(hyp, [ref]).score
-    if sim == "chrf":
-        return sacrebleu.sentence_chrf(hyp, [ref]).score
-    if sim == "ter":
-        return sacrebleu.sentence_ter(hyp, [ref]).score
-    raise SeqKDError(f"--sim: unknown similarity {sim!r} (choose from {', '.join(SIMILARITIES)})")
-
-
-def _ngram_iters(words: list[str]) -> tuple[Any, Any, Any, Any]:
-    """Iterables over the 1..4-grams of ``words`` (unigrams as strings, others as tuples)."""
-    return (
-        words,
-        itertools.pairwise(words),
-        zip(words, words[1:], words[2:], strict=False),
-        zip(words, words[1:], words[2:], words[3:], strict=False),
-    )
-
-
-def _reference_ngrams(words: list[str]) -> tuple[tuple[frozenset, dict], ...]:
-    """Per order: (set of the reference's n-grams, {n-gram: count} of those seen > 1)."""
-    out = []
-    for grams in _ngram_iters(words):
-        counts = Counter(grams)
-        repeated = {gram: count for gram, count in counts.items() if count > 1}
-        out.append((frozenset(counts), repeated))
-    return tuple(out)
-
-
-def _repeated_matches(
-    words: list[str], n: int, hyp_set: set, ref_repeated: dict[Any, int]
-) -> int:
-    """Extra clipped matches of (n+1)-grams occurring more than once in both sentences."""
-    extra = 0
-    grams = words if n == 0 else list(zip(*(words[i:] for i in range(n + 1)), strict=False))
-    for gram, ref_count in ref_repeated.items():
-        if gram in hyp_set:
-            count = grams.count(gram)
-            if count > 1:
-                extra += (count if count < ref_count else ref_count) - 1
-    return extra
-
-
-def _my_log(num: float) -> float:
-    # sacrebleu.utils.my_log
-    if num == 0.0:
-        return -9999999999
-    return math.log(num)
-
-
-def _smoothed_bleu(correct: list[int], hyp_len: int, ref_len: int) -> float:
-    """``BLEU.compute_bleu`` for smooth_method='exp', effective_order=True, order 4.
-
-    Mirrors sacrebleu's arithmetic operation by operation so that the float result
-    is bit-identical.
-    """
-    if not any(correct):
-        return 0.0
-    bp = 1.0
-    if hyp_len < ref_len:
-        bp = math.exp(1 - ref_len / hyp_len) if hyp_len > 0 else 0.0
-    precisions = [0.0] * _BLEU_ORDER
-    smooth_mteval = 1.0
-    eff_order = _BLEU_ORDER
-    for n in range(1, _BLEU_ORDER + 1):
-        total = hyp_len - n + 1
-        if total <= 0:
-            break
-        eff_order = n
-        matches = correct[n - 1]
-        if matches == 0:
-            smooth_mteval *= 2
-            precisions[n - 1] = 100.0 / (smooth_mteval * total)
-        else:
-            precisions[n - 1] = 100.0 * matches / total
-    return bp * math.exp(sum([_my_log(p) for p in precisions[:eff_order]]) / eff_order)
-
-
-class SentenceScorer:
-    """Sentence-level similarity with per-reference caching.
-
-    ``prepare(ref)`` computes whatever depends only on the reference (BLEU: its 13a
-    tokenization and n-gram counts; chrF: character n-grams; TER: its words) and
-    ``score(hyp, prepared)`` scores one hypothesis against it. Results equal the
-    plain ``sacrebleu.sentence_*`` call for the same strings.
-    """
-
-    def __init__(self, sim: str):
-        if sim not in SIMILARITIES:
+    def check(self, sources: bool, references: bool) -> None:
+        """Refuse bad values, and options that need the source or reference lines when they
+        are not given, in one line; before any file is read."""
+        check_choice(self.strategy, STRATEGIES, "--strategy")
+        check_choice(self.sim, SIMILARITIES, "--sim")
+        check_choice(self.fallback, FALLBACKS, "--fallback")
+        if isinstance(self.workers, bool) or not isinstance(self.workers, int) \
+                or self.workers < 1:
+            raise SeqKDError(f"--workers must be >= 1, got {self.workers}")
+        if self.remove_bpe_scheme is not None:
+            remove_bpe("", self.remove_bpe_scheme)  # validates the scheme
+        if not 0.0 <= self.filter_worst < 100.0:
             raise SeqKDError(
-                f"--sim: unknown similarity {sim!r} (choose from {', '.join(SIMILARITIES)})"
+                f"--filter-worst must be in [0, 100) (a percentage), got {self.filter_worst}")
+        if self.min_score is not None and math.isnan(self.min_score):
+            raise SeqKDError("--min-score must be a number, got nan")
+        if self.max_repeats is not None and (
+                isinstance(self.max_repeats, bool) or not isinstance(self.max_repeats, int)
+                or self.max_repeats < 1):
+            raise SeqKDError(f"--max-repeats must be an integer >= 1, got {self.max_repeats!r}")
+        if self.max_len_ratio is not None:
+            if not self.max_len_ratio >= 1.0:
+                raise SeqKDError(f"--max-len-ratio must be >= 1, got {self.max_len_ratio}")
+            if not sources:
+                raise SeqKDError("--max-len-ratio needs the source sentences (--source)")
+        if self.strategy == "seq-inter" and not references:
+            raise SeqKDError("--strategy seq-inter needs references (--reference)")
+        if self.fallback == "gold" and not references:
+            raise SeqKDError(
+                "--fallback gold needs references (--reference); use --fallback drop without them"
             )
-        self.sim = sim
-        self.lower_is_better = sim in LOWER_IS_BETTER
-        from sacrebleu.metrics import BLEU, CHRF, TER
-
-        if sim == "bleu":
-            # the exact configuration of sacrebleu.sentence_bleu's defaults
-            metric: Any = BLEU(
-                lowercase=False,
-                tokenize=BLEU.TOKENIZER_DEFAULT,
-                force=False,
-                smooth_method="exp",
-                smooth_value=None,
-                effective_order=True,
-            )
-            self._tokenize: Callable[[str], str] = metric.tokenizer
-            self._fast = metric.max_ngram_order == _BLEU_ORDER
-        elif sim == "chrf":
-            metric = CHRF()
-        else:
-            metric = TER()
-        self._metric = metric
-        if sim != "bleu":
-            self._fast = all(
-                hasattr(metric, name)
-                for name in (
-                    "_cache_references",
-                    "_preprocess_segment",
-                    "_compute_segment_statistics",
-                    "_aggregate_and_compute",
-                )
-            )
-
-    def prepare(self, ref: str) -> Any:
-        if not self._fast:
-            return ref
-        if self.sim == "bleu":
-            words = self._bleu_words(ref)
-            return len(words), _reference_ngrams(words)
-        return self._metric._cache_references([[ref]])[0]
-
-    def score(self, hyp: str, prepared: Any) -> float:
-        if not self._fast:
-            return self._metric.sentence_score(hyp, [prepared]).score
-        if self.sim == "bleu":
-            return self._bleu(hyp, prepared)
-        metric = self._metric
-        stats = metric._compute_segment_statistics(metric._preprocess_segment(hyp), prepared)
-        return metric._aggregate_and_compute([stats]).score
-
-    def _bleu_words(self, text: str) -> list[str]:
-        """``tokenizer(text.rstrip()).split()`` as in ``BLEU._preprocess_segment``.
-
-        The 13a tokenizer is word-local when the only whitespace is ' ': its first
-        regex turns every space into three, and every later rule looks at a window of
-        two characters and only inserts spaces, so no rule can act across a word
-        boundary. Tokenizing word by word therefore gives the same tokens, and the
-        tokenizer's LRU cache then hits for every frequent word. Text with any other
-        whitespace goes through the tokenizer whole.
-        """
-        if _OTHER_WHITESPACE.search(text) is None:
-            return " ".join(map(self._tokenize, text.split())).split()
-        return self._tokenize(text.rstrip()).split()
-
-    def _bleu(self, hyp: str, prepared: tuple[int, tuple[tuple[frozenset, dict], ...]]) -> float:
-        ref_len, ref_ngrams = prepared
-        words = self._bleu_words(hyp)
-        hyp_len = len(words)
-        correct = [0, 0, 0, 0]
-        # Clipped matches sum(min(hyp_count, ref_count)) per order: every shared n-gram
-        # counts once (a C-level set intersection); only n-grams repeated in BOTH the
-        # hypothesis and the reference can count more than once (_repeated_matches).
-        for n in range(min(hyp_len, _BLEU_ORDER)):
-            if n == 0:
-                grams: Any = words
-            elif n == 1:
-                grams = itertools.pairwise(words)
-            elif n == 2:
-                grams = zip(words, words[1:], words[2:], strict=False)
-            else:
-                grams = zip(words, words[1:], words[2:], words[3:], strict=False)
-            ref_set, ref_repeated = ref_ngrams[n]
-            hyp_set = set(grams)
-            matches = len(hyp_set & ref_set)
-            if matches == 0:
-                break  # no n-gram match implies no (n+1)-gram match
-            if ref_repeated and len(hyp_set) < hyp_len - n:
-                matches += _repeated_matches(words, n, hyp_set, ref_repeated)
-            correct[n] = matches
-        return _smoothed_bleu(correct, hyp_len, ref_len)
-
-    def better(self, a: float, b: float) -> bool:
-        """Whether score ``a`` is strictly better than ``b``."""
-        return a < b if self.lower_is_better else a > b
-
-
-# ------------------------------------------------------------------ the scoring
-
-
-_PROCESS_SCORERS: dict[str, SentenceScorer] = {}
-
-
-def _get_scorer(sim: str) -> SentenceScorer:
-    scorer = _PROCESS_SCORERS.get(sim)
-    if scorer is None:
-        scorer = _PROCESS_SCORERS[sim] = SentenceScorer(sim)
-    return scorer
-
-
-# A task: (sim, bpe scheme, [(reference tokens, [hypothesis tokens, ...]), ...])
-_Task = tuple[str, "str | None", list[tuple[str, list[str]]]]
-
-
-def _score_task(task: _Task) -> list[tuple[int, float]]:
-    """For each sentence: (rank of the best hypothesis, its similarity)."""
-    sim, scheme, items = task
-    scorer = _get_scorer(sim)
-    lower = scorer.lower_is_better
-    out = []
-    for ref_tokens, hyp_tokens in items:
-        prepared = scorer.prepare(remove_bpe(ref_tokens, scheme))
-        seen: dict[str, float] = {}
-        best_rank, best = -1, 0.0
-        for rank, tokens in enumerate(hyp_tokens):
-            text = remove_bpe(tokens, scheme)
-            value = seen.get(text)
-            if value is None:
-                value = seen[text] = scorer.score(text, prepared)
-            if best_rank < 0 or (value < best if lower else value > best):
-                best_rank, best = rank, value
-        out.append((best_rank, best))
-    return out
-
-
-def _mp_context() -> Any:
-    # fork avoids re-importing the package (and fairseq/torch) in every worker
-    methods = multiprocessing.get_all_start_methods()
-    return multiprocessing.get_context("fork" if "fork" in methods else None)
-
-
-def _scored(
-    tasks: Iterator[_Task], workers: int
-) -> Iterator[list[tuple[int, float]]]:
-    """Run ``_score_task`` over ``tasks`` in order, with ``workers`` processes."""
-    if workers <= 1:
-        for task in tasks:
-            yield _score_task(task)
-        return
-    with _mp_context().Pool(processes=workers) as pool:
-        yield from pool.imap(_score_task, tasks, chunksize=1)
-
-
-# ------------------------------------------------------------------ selection
 
 
 @dataclass
@@ -356,28 +112,6 @@ class Selection:
     report: dict[str, int | float] = field(default_factory=dict)
 
 
-def _check_choice(value: str, allowed: Sequence[str], option: str, what: str) -> None:
-    if value not in allowed:
-        raise SeqKDError(
-            f"{option}: unknown {what} {value!r} (choose from {', '.join(allowed)})"
-        )
-
-
-def check_score_filters(filter_worst: float, min_score: float | None) -> None:
-    """Refuse ``--filter-worst`` outside [0, 100) and a ``--min-score`` that is not a number."""
-    if not 0.0 <= filter_worst < 100.0:
-        raise SeqKDError(f"--filter-worst must be in [0, 100) (a percentage), got {filter_worst}")
-    if min_score is not None and math.isnan(min_score):
-        raise SeqKDError("--min-score must be a number, got nan")
-
-
-def check_max_repeats(max_repeats: int | None) -> None:
-    """``--max-repeats`` is None or an int >= 1."""
-    if max_repeats is not None and (isinstance(max_repeats, bool) or not isinstance(
-            max_repeats, int) or max_repeats < 1):
-        raise SeqKDError(f"--max-repeats must be an integer >= 1, got {max_repeats!r}")
-
-
 def _check_scores_present(nbest: Mapping[int, Sequence[Hypothesis]], option: str) -> None:
     """An n-best whose every score is 0 has a placeholder column, not teacher scores."""
     scores = [h.score for hyps in nbest.values() for h in hyps]
@@ -386,9 +120,6 @@ def _check_scores_present(nbest: Mapping[int, Sequence[Hypothesis]], option: str
             f"{option} needs the teacher's scores, but every score in the n-best is 0 "
             f"(an n-best without scores)"
         )
-
-
-REPEAT_MAX_N = 4  # longest phrase --max-repeats looks for
 
 
 def _worst_scored(scores: Mapping[int, float], percent: float) -> set[int]:
@@ -440,6 +171,8 @@ def select_targets(
     workers: int = 1,
     filter_worst: float = 0.0,
     min_score: float | None = None,
+    allow_missing: bool = False,
+    nbest_name: str | None = None,
 ) -> Selection:
     """Choose one distillation target per sentence ``0..size-1``.
 
@@ -452,8 +185,11 @@ def select_targets(
     ``filter_worst`` drops the ``filter_worst`` % of the sentences with a chosen hypothesis
     whose chosen hypothesis scores lowest (floor of the count; a sentence that an earlier
     filter drops is counted there). The order is empty, length ratio, repeats, ``min_score``,
-    ``filter_worst``, duplicate. A dropped or missing sentence keeps its reference
+    ``filter_worst``, duplicate. A dropped sentence keeps its reference
     (``fallback="gold"``) or gets no target (``fallback="drop"``).
+
+    A sentence with no hypothesis at all raises :class:`SeqKDError` naming the first such index
+    and ``nbest_name`` (the n-best file), unless ``allow_missing``: then it gets the fallback too.
 
     The report counts: ``sentences``, ``hypotheses`` (in the n-best), ``selected``
     (targets taken from the n-best), ``selected_rank_<r>`` and ``mean_selected_rank``,
@@ -463,46 +199,25 @@ def select_targets(
     ``kept`` and ``mean_similarity`` over the chosen hypotheses (before filtering;
     only when references are given, ``similarity_sentences`` says over how many).
     """
-    _check_choice(strategy, STRATEGIES, "--strategy", "strategy")
-    _check_choice(sim, SIMILARITIES, "--sim", "similarity")
-    _check_choice(fallback, FALLBACKS, "--fallback", "fallback")
+    SelectionOptions(
+        strategy=strategy, sim=sim, remove_bpe_scheme=remove_bpe_scheme,
+        max_len_ratio=max_len_ratio, max_repeats=max_repeats, dedup=dedup, fallback=fallback,
+        workers=workers, filter_worst=filter_worst, min_score=min_score,
+    ).check(sources is not None, references is not None)
     if isinstance(size, bool) or not isinstance(size, int) or size < 0:
         raise SeqKDError(f"size must be an int >= 0, got {size!r}")
-    if workers < 1:
-        raise SeqKDError(f"--workers must be >= 1, got {workers}")
-    if remove_bpe_scheme is not None:
-        remove_bpe("", remove_bpe_scheme)  # validates the scheme
-    check_score_filters(filter_worst, min_score)
+    for name, lines in (("sources", sources), ("references", references)):
+        if lines is not None and len(lines) != size:
+            raise SeqKDError(f"{name} have {len(lines)} lines but size is {size}")
+    check_indices(nbest, size, nbest_name, allow_missing=allow_missing,
+                  hint=f"; --allow-missing gives them the fallback ({fallback})")
     if min_score is not None:
         _check_scores_present(nbest, "--min-score")
     if filter_worst > 0:
         _check_scores_present(nbest, "--filter-worst")
-    for name, lines in (("sources", sources), ("references", references)):
-        if lines is not None and len(lines) != size:
-            raise SeqKDError(f"{name} have {len(lines)} lines but size is {size}")
-    if strategy == "seq-inter" and references is None:
-        raise SeqKDError("--strategy seq-inter needs references (--reference)")
-    if fallback == "gold" and references is None:
-        raise SeqKDError(
-            "--fallback gold needs references (--reference); use --fallback drop without them"
-        )
-    if max_len_ratio is not None:
-        if not max_len_ratio >= 1.0:
-            raise SeqKDError(f"--max-len-ratio must be >= 1, got {max_len_ratio}")
-        if sources is None:
-            raise SeqKDError("--max-len-ratio needs the source sentences (--source)")
-    check_max_repeats(max_repeats)
-    out_of_range = [i for i in nbest if not (isinstance(i, int) and 0 <= i < size)]
-    if out_of_range:
-        first = min(out_of_range, key=lambda i: (not isinstance(i, int), i))
-        raise SeqKDError(
-            f"n-best has sentence index {first} out of range for size {size} "
-            f"(valid 0..{size - 1})"
-        )
 
     present = [i for i in range(size) if nbest.get(i)]
     num_hyps = sum(len(nbest[i]) for i in present)
-    score_all = strategy == "seq-inter"
 
     # 1. rank choice (and similarity) for every sentence with hypotheses
     chosen: dict[int, tuple[int, float | None]] = {}
@@ -510,21 +225,11 @@ def select_targets(
         for i in present:
             chosen[i] = (0, None)
     else:
-
-        def tasks() -> Iterator[_Task]:
-            for start in range(0, len(present), CHUNK_SENTENCES):
-                items = []
-                for i in present[start : start + CHUNK_SENTENCES]:
-                    hyps = nbest[i] if score_all else nbest[i][:1]
-                    items.append((references[i], [h.tokens for h in hyps]))
-                yield (sim, remove_bpe_scheme, items)
-
-        num_tasks = -(-len(present) // CHUNK_SENTENCES)
-        position = 0
-        for results in _scored(tasks(), min(workers, num_tasks)):
-            for rank, value in results:
-                chosen[present[position]] = (rank, value)
-                position += 1
+        every_rank = strategy == "seq-inter"
+        items = [(references[i], [h.tokens for h in (nbest[i] if every_rank else nbest[i][:1])])
+                 for i in present]
+        picks = closest_hypotheses(items, sim, remove_bpe_scheme, workers)
+        chosen = dict(zip(present, picks, strict=True))
 
     # 2. filters and fallback, in index order (dedup depends on it)
     worst = _worst_scored(

@@ -9,9 +9,11 @@ import subprocess
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
+import fairseq_seqkd.version
 from fairseq_seqkd.cli.generate import main
 from fairseq_seqkd.distill import generate as gen
 from fairseq_seqkd.distill.merge import merge_shards
@@ -25,6 +27,7 @@ from fairseq_seqkd.distill.nbest import (
 from fairseq_seqkd.errors import SeqKDError
 
 from ..conftest import PLUGIN, cli, run_cli
+from .test_build_stages import perturb_in_place
 
 pytestmark = pytest.mark.slow
 
@@ -171,10 +174,9 @@ class Interrupt(Exception):
     pass
 
 
-@pytest.fixture
-def interrupted(toy_bin, teacher_ckpt, tmp_path, monkeypatch) -> Path:
-    """A run stopped after its second chunk (a crash inside the commit of the third)."""
-    target = tmp_path / "train.nbest"
+def interrupt(args: list[str], monkeypatch) -> Path:
+    """Run seqkd-generate ``args`` until a crash inside the commit of its third chunk; its
+    parts directory."""
     real_commit, calls = gen.ChunkStore.commit, []
 
     def commit(self, chunk, text):
@@ -185,11 +187,19 @@ def interrupted(toy_bin, teacher_ckpt, tmp_path, monkeypatch) -> Path:
 
     monkeypatch.setattr(gen.ChunkStore, "commit", commit)
     with pytest.raises(Interrupt):
-        gen.generate_nbest(argv(toy_bin, teacher_ckpt, target))
+        gen.generate_nbest(args)
     monkeypatch.setattr(gen.ChunkStore, "commit", real_commit)
-    parts = Path(f"{target}.parts")
+    parts = Path(f"{args[args.index('--output') + 1]}.parts")
     assert sorted(p.name for p in parts.iterdir()) == [
         "chunk-000000.tsv", "chunk-000001.tsv", "manifest.json"]
+    return parts
+
+
+@pytest.fixture
+def interrupted(toy_bin, teacher_ckpt, tmp_path, monkeypatch) -> Path:
+    """A run stopped after its second chunk (a crash inside the commit of the third)."""
+    target = tmp_path / "train.nbest"
+    interrupt(argv(toy_bin, teacher_ckpt, target), monkeypatch)
     return target
 
 
@@ -207,6 +217,44 @@ def test_resume_with_a_changed_option_is_refused(interrupted, toy_bin, teacher_c
     assert f"now {value}" in line and "delete" in line
     assert {p.name: p.read_bytes() for p in parts.iterdir()} == before  # untouched
     assert not interrupted.exists()
+
+
+def assert_refused(args: list[str], parts: Path, capsys, what: str) -> None:
+    """The resume is refused in one line naming ``what``, and the parts are left as they are."""
+    before = {p.name: p.read_bytes() for p in parts.iterdir()}
+    assert main(args) == 1
+    line = last_error(capsys)
+    assert line.startswith(f"seqkd-generate: error: cannot resume {parts}: {what} was "), line
+    assert {p.name: p.read_bytes() for p in parts.iterdir()} == before
+
+
+def test_resume_with_other_teacher_bytes_of_the_same_size_and_mtime_is_refused(
+        toy_bin, teacher_ckpt, tmp_path, capsys, monkeypatch):
+    teacher, target = tmp_path / "teacher.pt", tmp_path / "valid.nbest"
+    shutil.copy2(teacher_ckpt, teacher)
+    args = argv(toy_bin, teacher, target, "--chunk-size", "10", split="valid")
+    parts = interrupt(args, monkeypatch)
+    perturb_in_place(teacher)
+    assert_refused(args, parts, capsys, "--path (sha256)")
+
+
+def test_resume_with_other_data_of_the_same_lengths_is_refused(toy_bin, teacher_ckpt, tmp_path,
+                                                              capsys, monkeypatch):
+    data, target = tmp_path / "bin", tmp_path / "valid.nbest"
+    shutil.copytree(toy_bin, data)
+    args = argv(data, teacher_ckpt, target, "--chunk-size", "10", split="valid")
+    parts = interrupt(args, monkeypatch)
+    split = data / "valid.src-tgt.src.bin"
+    tokens = np.fromfile(split, dtype=np.uint16)  # the same sentence lengths (.idx unchanged)
+    tokens[::-1].tofile(split)
+    assert_refused(args, parts, capsys, "valid.src-tgt.src.bin (sha256)")
+
+
+def test_resume_with_another_package_version_is_refused(interrupted, toy_bin, teacher_ckpt,
+                                                        capsys, monkeypatch):
+    monkeypatch.setattr(fairseq_seqkd.version, "__version__", "999.0")
+    assert_refused(argv(toy_bin, teacher_ckpt, interrupted), Path(f"{interrupted}.parts"),
+                   capsys, "package version")
 
 
 def test_resume_after_an_interrupted_run(interrupted, reference, toy_bin, teacher_ckpt):

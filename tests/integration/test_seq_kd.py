@@ -114,6 +114,8 @@ def test_rerun_skips_every_stage_and_touches_nothing(kd_dir, toy_bin, teacher_ck
                    "--strategy", "seq-kd", *BUILD)
     assert stages(proc.stdout) == {s: "skipped" for s in ("generate", "select", "binarize")}
     assert '"mean_similarity"' in proc.stdout
+    assert proc.stdout.strip().splitlines()[-1].startswith(
+        "seqkd-build: distilled data-bin up to date, nothing redone: ")
     assert snapshot(kd) == before
 
 
@@ -129,7 +131,7 @@ def test_lost_output_is_rebuilt_from_the_recorded_stages(kd_dir, toy_bin, teache
     assert build.main(args) == 0
     log = capsys.readouterr().out
     assert stages(log) == {"generate": "skipped", "select": "skipped", "binarize": "running"}
-    assert "outputs are missing or changed" in log
+    assert "binarize: running (output train.src-tgt.tgt.bin is missing)" in log
     assert target.read_bytes() == expected
     # a killed selection (its stamp never written) is redone; it reproduces the same bytes,
     # so the binarized data it feeds stays as it is
@@ -348,7 +350,8 @@ def test_max_len_caps_the_teachers_hypotheses_and_is_recorded(toy_bin, teacher_c
     # the toy targets have 3 to 8 words; uncapped, the teacher writes most of them in full
     assert max(len(r[3].split()) for r in rows) <= 3
     record = json.loads((generate / "done.json").read_text())
-    assert record["options"]["max_len_a"] == 0 and record["options"]["max_len_b"] == 3
+    assert record["key"]["command"]["max_len_a"] == 0
+    assert record["key"]["command"]["max_len_b"] == 3
 
 
 def test_teacher_with_other_dictionaries_is_refused(teacher_ckpt, tmp_path, capsys):

@@ -112,7 +112,7 @@ def test_malformed_variants(tmp_path, bad_line):
 
 def test_non_utf8_reports_line(tmp_path):
     path = _write_bytes(tmp_path, b"0\t0\t-1.0\tok\n1\t0\t-1.0\tbad \xff byte\n")
-    with pytest.raises(NbestFormatError, match=r"nbest\.txt:2: invalid UTF-8"):
+    with pytest.raises(SeqKDError, match=r"nbest\.txt:2: invalid UTF-8"):
         read_nbest(path)
 
 
@@ -218,7 +218,7 @@ def test_read_generate_log_malformed(tmp_path, bad):
 def test_read_generate_log_non_utf8(tmp_path):
     path = tmp_path / "gen.log"
     path.write_bytes(b"H-0\t-1\tok\nH-1\t-1\t\xc3\x28\n")
-    with pytest.raises(NbestFormatError, match=r"gen\.log:2: invalid UTF-8"):
+    with pytest.raises(SeqKDError, match=r"gen\.log:2: invalid UTF-8"):
         read_generate_log(path)
 
 
@@ -253,5 +253,5 @@ def test_read_generate_output_rejects_a_malformed_line(tmp_path, bad):
 
 
 def test_read_generate_output_of_a_missing_file_is_one_line(tmp_path):
-    with pytest.raises(NbestFormatError, match=r"^cannot read .*missing\.log: No such file"):
+    with pytest.raises(SeqKDError, match=r"^cannot read .*missing\.log: No such file"):
         read_generate_output(tmp_path / "missing.log")

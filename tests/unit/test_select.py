@@ -10,92 +10,25 @@ from fractions import Fraction
 from pathlib import Path
 
 import pytest
-import sacrebleu
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fairseq_seqkd.cli.select import main
-from fairseq_seqkd.distill import select as select_module
+from fairseq_seqkd.distill import similarity
 from fairseq_seqkd.distill.nbest import Hypothesis, write_nbest
-from fairseq_seqkd.distill.select import (
-    SentenceScorer,
-    plain_similarity,
-    remove_bpe,
-    repeat_run,
-    select_targets,
-)
+from fairseq_seqkd.distill.select import repeat_run, select_targets
+from fairseq_seqkd.distill.similarity import plain_similarity, remove_bpe
 from fairseq_seqkd.errors import SeqKDError
 
+from .test_similarity import WORDS
+
 H = Hypothesis
-
-
-# ----------------------------------------------------------------- remove_bpe
-
-
-def test_remove_bpe():
-    assert remove_bpe("▁Hel lo ▁wor ld ▁!", "sentencepiece") == "Hello world !"
-    assert remove_bpe("▁", "sentencepiece") == ""
-    assert remove_bpe("Hel@@ lo wor@@ ld@@", "subword_nmt") == "Hello world"
-    assert remove_bpe("Hel@@ lo wor@@ ld", "@@ ") == "Hello world"
-    assert remove_bpe("un## believ## able", "## ") == "unbelievable"
-    assert remove_bpe("a@@ b ▁c", None) == "a@@ b ▁c"
-    assert remove_bpe("a@@ b", "none") == "a@@ b"
-    with pytest.raises(ValueError):
-        remove_bpe("a", "")
-
-
-# ------------------------------------------------------- hand-computed BLEU
-
-
-def _bleu(hyp: str, ref: str) -> float:
-    scorer = SentenceScorer("bleu")
-    return scorer.score(hyp, scorer.prepare(ref))
-
-
-def test_bleu_hand_computed_full_order():
-    # ref: the cat sat on the mat / hyp: the cat sat on a mat (both 6 words, BP = 1)
-    # 1-grams: the cat sat on mat match (the: min(1, 2)) -> 5/6
-    # 2-grams: the cat, cat sat, sat on | on a, a mat -> 3/5
-    # 3-grams: the cat sat, cat sat on | sat on a, on a mat -> 2/4
-    # 4-grams: the cat sat on | cat sat on a, sat on a mat -> 1/3
-    expected = 100 * math.exp((math.log(5 / 6) + math.log(3 / 5) + math.log(2 / 4)
-                               + math.log(1 / 3)) / 4)
-    got = _bleu("the cat sat on a mat", "the cat sat on the mat")
-    assert got == pytest.approx(expected, rel=1e-12)
-    assert got == pytest.approx(53.7284965911771, rel=1e-12)
-    assert got == sacrebleu.sentence_bleu("the cat sat on a mat", ["the cat sat on the mat"]).score
-
-
-def test_bleu_hand_computed_exp_smoothing_and_brevity_penalty():
-    # hyp (5 words): the dog sat on mat / ref (6 words): the cat sat on the mat
-    # 1-grams 4/5, 2-grams 1/4 (sat on), 3-grams 0/3, 4-grams 0/2
-    # exp smoothing: each zero precision gets 1 / (2^k * total): 1/(2*3), 1/(4*2)
-    # BP = exp(1 - 6/5)
-    precisions = [4 / 5, 1 / 4, 1 / (2 * 3), 1 / (4 * 2)]
-    expected = 100 * math.exp(1 - 6 / 5) * math.exp(sum(map(math.log, precisions)) / 4)
-    got = _bleu("the dog sat on mat", "the cat sat on the mat")
-    assert got == pytest.approx(expected, rel=1e-12)
-    assert got == sacrebleu.sentence_bleu("the dog sat on mat", ["the cat sat on the mat"]).score
-
-
-def test_bleu_hand_computed_effective_order_and_tokenization():
-    # "the cat." is tokenized 13a-style to "the cat ." (3 tokens) vs ref of 4 tokens:
-    # 1-grams 3/3, 2-grams 2/2, 3-grams 1/1, no 4-grams -> effective order 3
-    expected = 100 * math.exp(1 - 4 / 3) * math.exp(0.0)
-    got = _bleu("the cat.", "the cat . today")
-    assert got == pytest.approx(expected, rel=1e-12)
-    # clipping: "the the the" vs "the cat": 1-gram matches min(3, 1) = 1 -> 1/3,
-    # 2-grams 0/2 -> 1/(2*2), 3-grams 0/1 -> 1/(4*1); BP = 1 (3 >= 2); effective order 3
-    expected = 100 * math.exp((math.log(1 / 3) + math.log(1 / 4) + math.log(1 / 4)) / 3)
-    assert _bleu("the the the", "the cat") == pytest.approx(expected, rel=1e-12)
-    assert _bleu("", "the cat") == 0.0
-    assert _bleu("dog", "the cat") == 0.0
 
 
 def test_seq_inter_picks_hand_computed_best_with_tie_to_better_rank():
     nbest = {
         0: [
-            H("the dog sat on mat", -0.1),  # BLEU 20.8 (see above)
+            H("the dog sat on mat", -0.1),  # BLEU 20.8 (see test_similarity)
             H("the c@@ at sat on a mat", -0.2),  # -> "the cat sat on a mat": 53.73
             H("the cat sat on a m@@ at", -0.3),  # same text, same score: tie -> rank 1
             H("a mat", -0.4),
@@ -128,50 +61,12 @@ def test_seq_inter_picks_hand_computed_best_with_tie_to_better_rank():
     assert ter.report["mean_similarity"] == 0.0
 
 
-# ------------------------------------------------ exactness vs plain sacrebleu
 
-_WORDS = ["the", "cat", "sat", "on", "mat", "a", "dog", ".", ",", "don't", "3.5", "1,000",
-          "x-y", "(", ")", "&amp;", "&quot;", "<skipped>", "Straße", "über", "-", "5-4", "'s",
-          "e.g.", "...", "“quoted”", "€10", "--", "a.b,c", "中文", "$", "@"]
-
-_sentences = st.one_of(
-    st.lists(
-        st.sampled_from([*list("ab .,-'0123\"&;()<>@#$\t\n\xa0\u3000ü€"), "&amp;", "-\n"]),
-        max_size=40,
-    ).map("".join),
-    st.lists(st.sampled_from(_WORDS), max_size=25).map(" ".join),
-    st.tuples(
-        st.lists(st.sampled_from(_WORDS), max_size=20),
-        st.sampled_from([" ", "  ", " \t", "\n", ""]),
-    ).map(lambda t: t[1].join(t[0])),
-    st.text(max_size=30),
-)
-
-
-@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(hyp=_sentences, ref=_sentences)
-def test_fast_bleu_identical_to_sentence_bleu(hyp, ref):
-    assert _bleu(hyp, ref) == sacrebleu.sentence_bleu(hyp, [ref]).score
-
-
-@settings(max_examples=300, deadline=None)
-@given(text=_sentences)
-def test_wordwise_13a_tokenization_is_exact(text):
-    scorer = SentenceScorer("bleu")
-    assert scorer._bleu_words(text) == scorer._tokenize(text.rstrip()).split()
-
-
-@settings(max_examples=150, deadline=None)
-@given(hyp=_sentences, ref=_sentences)
-def test_chrf_and_ter_identical_to_plain(hyp, ref):
-    for sim, func in (("chrf", sacrebleu.sentence_chrf), ("ter", sacrebleu.sentence_ter)):
-        scorer = SentenceScorer(sim)
-        assert scorer.score(hyp, scorer.prepare(ref)) == func(hyp, [ref]).score
-
+# ------------------------------------------------ identical to a plain sacrebleu loop
 
 def _random_nbest(seed: int, size: int, max_k: int):
     rng = random.Random(seed)
-    vocab = [w + suffix for w in _WORDS for suffix in ("", "@@")]
+    vocab = [w + suffix for w in WORDS for suffix in ("", "@@")]
     references, nbest = [], {}
     for i in range(size):
         ref = [rng.choice(vocab) for _ in range(rng.randint(1, 15))]
@@ -216,7 +111,7 @@ def _plain_choice(nbest, references, sim, scheme):
 )
 @pytest.mark.parametrize("workers", [1, 2])
 def test_identical_choices_to_plain_loop(sim, size, workers, monkeypatch):
-    monkeypatch.setattr(select_module, "CHUNK_SENTENCES", 16)  # several tasks per worker
+    monkeypatch.setattr(similarity, "CHUNK_SENTENCES", 16)  # several tasks per worker
     nbest, references = _random_nbest(seed=size, size=size, max_k=8)
     expected, expected_mean = _plain_choice(nbest, references, sim, "subword_nmt")
     sel = select_targets(
@@ -258,7 +153,7 @@ def test_filters_with_gold_fallback():
     nbest, sources, references = _filter_case()
     sel = select_targets(
         nbest, size=6, sources=sources, references=references, strategy="seq-kd",
-        max_len_ratio=3.0, dedup=True, fallback="gold",
+        max_len_ratio=3.0, dedup=True, fallback="gold", allow_missing=True,
     )
     assert sel.targets == ["x y z", "R1", "R2", "R3", "R4", "p q r s"]
     assert sel.kept_indices == [0, 1, 2, 3, 4, 5]
@@ -273,7 +168,7 @@ def test_filters_with_drop_fallback():
     nbest, sources, _references = _filter_case()
     sel = select_targets(
         nbest, size=6, sources=sources, references=None, strategy="seq-kd",
-        max_len_ratio=3.0, dedup=True, fallback="drop",
+        max_len_ratio=3.0, dedup=True, fallback="drop", allow_missing=True,
     )
     assert sel.targets == ["x y z", None, None, None, None, "p q r s"]
     assert sel.kept_indices == [0, 5]
@@ -283,8 +178,23 @@ def test_filters_with_drop_fallback():
     assert r["similarity_sentences"] == 0
     # without the filters only the empty and the missing sentences go
     plain = select_targets(nbest, size=6, sources=sources, references=None,
-                           strategy="seq-kd", fallback="drop")
+                           strategy="seq-kd", fallback="drop", allow_missing=True)
     assert plain.kept_indices == [0, 2, 3, 5]
+
+
+def test_a_missing_sentence_is_an_error_unless_allowed():
+    nbest, sources, references = _filter_case()  # sentence 4 has no hypothesis
+    kwargs = dict(size=6, sources=sources, references=references, strategy="seq-kd")
+    with pytest.raises(SeqKDError, match=r"^train.nbest: no hypotheses for sentence index 4 "
+                                         r"\(1 of 6 sentences missing\); --allow-missing "
+                                         r"gives them the fallback \(gold\)$"):
+        select_targets(nbest, nbest_name="train.nbest", **kwargs)
+    with pytest.raises(SeqKDError, match=r"^no hypotheses for sentence index 4 .*\(drop\)$"):
+        select_targets(nbest, **{**kwargs, "fallback": "drop"})
+    sel = select_targets(nbest, allow_missing=True, **kwargs)
+    assert sel.targets[4] == "R4" and sel.report["missing"] == 1
+    complete = {**nbest, 4: [H("h i", -1.0)]}
+    assert select_targets(complete, **kwargs).report["missing"] == 0
 
 
 def test_length_ratio_both_directions():
@@ -307,7 +217,7 @@ def test_argument_errors():
                        fallback="drop")
     with pytest.raises(ValueError, match="references have 1 lines but size is 2"):
         select_targets(nbest, size=2, sources=None, references=["a"], strategy="seq-kd")
-    with pytest.raises(ValueError, match="index 3 out of range"):
+    with pytest.raises(ValueError, match="index 3 is out of range"):
         select_targets({3: [H("a", -1.0)]}, strategy="seq-kd", **base)
     with pytest.raises(ValueError, match="--fallback gold needs references"):
         select_targets(nbest, size=1, sources=None, references=None, strategy="seq-kd")
@@ -348,18 +258,52 @@ def test_cli_end_to_end(tmp_path, capsys):
     assert not [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]
 
 
-def test_cli_generate_log_and_gold(tmp_path):
+def test_cli_generate_log(tmp_path):
     log = tmp_path / "gen.log"
     log.write_text(
         "2024-01-01 12:00:00 | INFO | fairseq_cli.generate | loading\n"
         "S-1\tb\nH-1\t-0.2\tsecond\nD-1\t-0.2\tsecond\nS-0\ta\nH-0\t-0.1\tfirst\n"
         "Generate test with beam=5: BLEU4 = 1.0\n", encoding="utf-8")
     ref = tmp_path / "ref.txt"
-    ref.write_text("gold0\ngold1\ngold2\n", encoding="utf-8")
+    ref.write_text("gold0\ngold1\n", encoding="utf-8")
     out = tmp_path / "out.txt"
     assert main(["--generate-log", str(log), "--reference", str(ref), "--strategy", "seq-kd",
                  "--output", str(out)]) == 0
-    assert out.read_text(encoding="utf-8") == "first\nsecond\ngold2\n"
+    assert out.read_text(encoding="utf-8") == "first\nsecond\n"
+
+
+def test_cli_missing_sentences_fail_unless_allowed(tmp_path, capsys):
+    """A truncated n-best must not turn into gold targets with exit 0."""
+    nbest, src, ref = _cli_files(tmp_path)
+    write_nbest(nbest, [(0, [H("the dog sat", -0.1)]), (2, [H("hello world", -0.3)])])
+    (tmp_path / "ref4.txt").write_text("the cat sat\nempty\nhello world\nfour\n")
+    out, report = tmp_path / "out.txt", tmp_path / "report.json"
+    args = ["--nbest", nbest, "--reference", str(tmp_path / "ref4.txt"), "--output", str(out),
+            "--report", str(report)]
+    assert main(args) == 1
+    _assert_error(capsys, f"{nbest}: no hypotheses for sentence index 1 (2 of 4 sentences "
+                          "missing)", "--allow-missing")
+    assert not out.exists() and not report.exists()
+    assert main([*args, "--allow-missing"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == (f"seqkd-select: warning: 2 of 4 sentences have no hypotheses in "
+                            f"{nbest} (the first: sentence index 1); with --allow-missing they "
+                            "get the fallback (gold)\n")
+    assert out.read_text(encoding="utf-8") == "the dog sat\nempty\nhello world\nfour\n"
+    data = json.loads(report.read_text(encoding="utf-8"))
+    assert (data["missing"], data["fallback_gold"], data["allow_missing"]) == (2, 2, True)
+    # with --fallback drop the missing sentences are left out
+    assert main([*args, "--allow-missing", "--fallback", "drop"]) == 0
+    assert out.read_text(encoding="utf-8") == "the dog sat\nhello world\n"
+    assert "2 of 4 sentences have no hypotheses" in capsys.readouterr().err
+    # nothing missing: no warning
+    assert main(["--nbest", nbest, "--reference", ref, "--size", "3", "--output", str(out)]) \
+        == 1
+    capsys.readouterr()
+    write_nbest(nbest, [(i, [H(f"t{i}", -0.1)]) for i in range(3)])
+    assert main(["--nbest", nbest, "--source", src, "--reference", ref, "--output", str(out)]) \
+        == 0
+    assert capsys.readouterr().err == ""
 
 
 def _assert_error(capsys, *fragments):

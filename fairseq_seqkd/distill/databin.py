@@ -1,0 +1,133 @@
+"""A gold fairseq data-bin as the distillation tools read it: its language pair, dictionaries,
+the split's files and the teacher checkpoints checked against them."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from fairseq.data import data_utils
+
+from ..data.distilled import load_split
+from ..errors import SeqKDError
+from ..teacher import (
+    check_teacher_dictionaries,
+    load_checkpoint_state,
+    load_dictionary,
+    split_paths,
+)
+
+_DICT = re.compile(r"dict\..+\.txt")
+
+
+def _split_file(name: str, split: str) -> bool:
+    """Whether ``name`` belongs to ``split`` (``train.src-tgt.src.bin``; fairseq's extra shards
+    ``train1.*`` too)."""
+    return re.match(rf"{re.escape(split)}[0-9]*\.", name) is not None
+
+
+def _plain_files(directory: str) -> list[str]:
+    """The names of the visible regular files of ``directory``, sorted."""
+    return sorted(name for name in os.listdir(directory)
+                  if not name.startswith(".") and os.path.isfile(os.path.join(directory, name)))
+
+
+def data_files(directory: str, split: str) -> dict[str, str]:
+    """What decoding ``split`` reads from a data-bin: the split's files and the dictionaries,
+    ``{name: path}``."""
+    return {name: os.path.join(directory, name) for name in _plain_files(directory)
+            if _split_file(name, split) or _DICT.fullmatch(name)}
+
+
+class DataBin:
+    """The gold data-bin: its language pair, dictionaries and the split's files."""
+
+    def __init__(self, directory: str, split: str):
+        if not os.path.isdir(directory):
+            raise SeqKDError(f"--data: {directory} is not a directory")
+        self.dir = os.path.abspath(directory)
+        self.split = split
+        src, tgt = data_utils.infer_language_pair(self.dir)
+        if src is None or tgt is None:
+            raise SeqKDError(
+                f"--data: no binarized split in {directory} (expected files such as "
+                f"{split}.src-tgt.src.bin from fairseq-preprocess)"
+            )
+        self.prefix = None
+        for a, b in ((src, tgt), (tgt, src)):
+            prefix = os.path.join(self.dir, f"{split}.{a}-{b}.")
+            if all(os.path.isfile(prefix + f"{lang}.{ext}")
+                   for lang in (a, b) for ext in ("bin", "idx")):
+                self.prefix = prefix
+                self.src, self.tgt = (src, tgt)
+                break
+        if self.prefix is None:
+            raise SeqKDError(
+                f"--data: {os.path.join(directory, f'{split}.{src}-{tgt}.{src}.bin')} (and its "
+                f".idx, and the {tgt} side) not found; is --split {split} binarized?"
+            )
+        self.dict_files = {}
+        self.dicts = {}
+        for lang in (self.src, self.tgt):
+            path = os.path.join(self.dir, f"dict.{lang}.txt")
+            if not os.path.isfile(path):
+                raise SeqKDError(f"--data: {path} not found")
+            self.dicts[lang] = load_dictionary(path, "--data")
+            self.dict_files[lang] = path
+        self.split_files = [self.prefix + f"{lang}.{ext}"
+                            for lang in (self.src, self.tgt) for ext in ("bin", "idx")]
+
+    @property
+    def src_dict(self) -> Any:
+        return self.dicts[self.src]
+
+    @property
+    def tgt_dict(self) -> Any:
+        return self.dicts[self.tgt]
+
+    @property
+    def pair_prefix(self) -> str:
+        """``<split>.<src>-<tgt>.``: the file names of the split, less the language and type."""
+        return os.path.basename(self.prefix)
+
+    def inputs(self) -> dict[str, str]:
+        """The split's files and the dictionaries, named for a stage key (``data/<name>``)."""
+        return {f"data/{name}": path for name, path in data_files(self.dir, self.split).items()}
+
+    def load(self, lang: str) -> Any:
+        return load_split(self.prefix + lang, self.dicts[lang], "--data")
+
+    def other_files(self) -> list[str]:
+        """Every file to copy unchanged: dictionaries and the other splits."""
+        return [name for name in _plain_files(self.dir)
+                if not _split_file(name, self.split) and name != "preprocess.log"]
+
+
+def teacher_paths(spec: str) -> list[str]:
+    paths = split_paths(spec, "--teacher")
+    for path in paths:
+        if not os.path.isfile(path):
+            raise SeqKDError(f"--teacher: {path} does not exist")
+    return paths
+
+
+def teacher_inputs(paths: Sequence[str]) -> dict[str, str]:
+    """The teacher checkpoints, named for a stage key (``teacher``, or ``teacher 1``, ... for an
+    ensemble): their contents, not their paths, decide what a stage made from them is."""
+    if len(paths) == 1:
+        return {"teacher": paths[0]}
+    return {f"teacher {i}": path for i, path in enumerate(paths, start=1)}
+
+
+def check_teachers(paths: Sequence[str], data: DataBin, teacher_data: str | None) -> None:
+    """The teacher must have been trained with the data's dictionaries (same symbols, order)."""
+    for path in paths:
+        state = load_checkpoint_state(path, "--teacher")
+        check_teacher_dictionaries(
+            path, state, (data.src_dict, data.tgt_dict),
+            tuple(f"--data {data.dict_files[lang]}" for lang in (data.src, data.tgt)),
+            teacher_data, langs=(data.src, data.tgt),
+        )
+        del state
