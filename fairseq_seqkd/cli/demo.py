@@ -139,6 +139,11 @@ def _run(argv: Sequence[str] | None) -> int:
     begin = time.perf_counter()
     stop_on_sigterm()
     pipeline.run()
+    if "eval" not in {stage.name for stage in pipeline.selected_stages()}:
+        print(f"{PROG}: done in {time.perf_counter() - begin:.0f}s; --only left out the eval "
+              f"stage, so no results table; logs in {os.path.join(args.out, 'logs')}/",
+              flush=True)
+        return 0
     table, _ = pipeline.report()
     seconds = time.perf_counter() - begin
     print()

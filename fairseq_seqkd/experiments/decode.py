@@ -22,8 +22,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ..atomic import atomic_write_text
-from ..distill.evaluate import Decoding, read_references
+from ..distill.evaluate import Decoding
 from ..errors import SeqKDError
+from ..textfiles import read_text_lines
 
 __all__ = ["decoding_json", "hypothesis_file", "main", "read_decoding_run"]
 
@@ -47,7 +48,7 @@ def read_decoding_run(directory: Path, key: str, subset: str, beam: int) -> Deco
     except (OSError, ValueError, KeyError) as exc:
         raise SeqKDError(f"{path}: no decoding of {subset} at beam {beam} ({exc})") from None
     hyp_path = hypothesis_file(directory, key, subset, beam)
-    hypotheses = read_references(hyp_path)
+    hypotheses = read_text_lines(hyp_path)
     if len(hypotheses) != run["sentences"]:
         raise SeqKDError(f"{hyp_path}: {len(hypotheses)} lines for {run['sentences']} decoded "
                          "sentences")
@@ -115,7 +116,7 @@ def decode_all(args: argparse.Namespace, log: Callable[[str], None] = print) -> 
                 fairseq_warm = True
         else:
             translator = Translator(path, threads=args.threads)
-            sources = {subset: [translator.encode(line) for line in read_references(source)]
+            sources = {subset: [translator.encode(line) for line in read_text_lines(source)]
                        for subset, source in zip(args.subsets, args.sources, strict=True)}
 
             def decode(beam: int, subset: str, translator: Translator = translator,

@@ -8,7 +8,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -17,15 +16,15 @@ import pytest
 
 from fairseq_seqkd.distill.evaluate import bleu, parse_decoding
 from fairseq_seqkd.errors import SeqKDError
-from fairseq_seqkd.experiments.corpus import CorpusSpec, register_of, write_corpus
-from fairseq_seqkd.experiments.pipeline import (
-    DEPLOYED,
-    MODELS,
-    Pipeline,
-    Stage,
-    StageRun,
+from fairseq_seqkd.experiments.corpus import (
+    CORPUS_VERSION,
+    CorpusSpec,
     all_register_references,
+    register_of,
+    write_corpus,
 )
+from fairseq_seqkd.experiments.demo_report import _every_register
+from fairseq_seqkd.experiments.pipeline import DEPLOYED, MODELS, Pipeline, StageRun
 from fairseq_seqkd.experiments.presets import PRESETS
 from fairseq_seqkd.experiments.report import ModelResult, format_table, plot_results
 
@@ -111,8 +110,7 @@ def test_every_stage_ran_and_left_its_artefact(first_run):
         assert f"--teacher-cache $OUT/{cache}" in command and "--teacher-path" not in command
         assert (out / cache / "train.cache.json").is_file()
     # the Seq-Inter build selected from the Seq-KD build's n-best, without decoding again
-    assert "[1/3] generate: skipped, complete" in (out / "logs" / "build-seq-inter.log") \
-        .read_text()
+    assert "[1/3] generate: skipped" in (out / "logs" / "build-seq-inter.log").read_text()
     # the GKD row fine-tunes the Seq-KD student on-policy for the preset's short budget
     gkd = (out / "logs" / "seq-kd-gkd.log").read_text()
     assert "--criterion gkd" in gkd and "--gkd-beta 0.1" in gkd and "--gkd-lambda 0.5" in gkd
@@ -183,6 +181,7 @@ def test_second_run_skips_every_stage(first_run):
     for name in STAGES:
         assert re.search(rf"\] {re.escape(name)}\s+skipped: done before", proc.stdout), name
     assert " started " not in proc.stdout
+    assert "nothing to do: every stage done before" in proc.stdout
     assert seconds < first_seconds / 3
     assert table_rows((out / "results.md").read_text()) == table  # same numbers
 
@@ -195,11 +194,14 @@ def test_a_changed_stage_is_redone_with_everything_downstream(first_run, tmp_pat
     # what a changed Seq-Inter recipe looks like to the driver: its stamp no longer matches
     stamp = copy / "stamps" / "seq-inter.json"
     data = json.loads(stamp.read_text())
-    data["key"]["commands"][0].append("--an-older-option")
+    data["key"]["command"]["commands"][0].append("--an-older-option")
     stamp.write_text(json.dumps(data))
     proc = demo(copy)
     redone = set(re.findall(r"\] (\S+)\s+done in", proc.stdout))
-    assert redone == {"seq-inter", "eval"}
+    assert redone == {"seq-inter", "eval"}  # a retrained checkpoint: other bytes, eval redone
+    assert re.search(r"\] seq-inter\s+started .*\(command changed\)", proc.stdout)
+    assert re.search(r"\] eval\s+started .*\(input \$OUT/models/seq-inter/checkpoint_best.pt "
+                     r"changed\)", proc.stdout)
     assert proc.stdout.count("skipped: done before") == len(STAGES) - 2
 
 
@@ -227,7 +229,8 @@ def test_interrupted_stage_leaves_nothing_half_written_and_resumes(first_run, tm
     assert len(list((copy / "eval").glob("*.json"))) < len(MODELS) + len(DEPLOYED)
     assert not list((copy / "eval").glob(".*"))  # nor a temporary file
     rerun = demo(copy)
-    assert re.search(r"\] eval\s+started ", rerun.stdout)
+    assert re.search(r"\] eval\s+started .*\(an interrupted run, redone from clean\)",
+                     rerun.stdout)
     assert rerun.stdout.count(" started ") == 1
     assert [r[:5] for r in table_rows((copy / "results.md").read_text())[1]] == \
         [r[:5] for r in table_rows((out / "results.md").read_text())[1]]  # same BLEU
@@ -275,11 +278,12 @@ def user_corpus(directory: Path, train: list[tuple[str, str]]) -> Path:
 
 
 def run_sentencepiece(out: Path, corpus: Path, vocab_size: int) -> StageRun:
-    """The demo's sentencepiece stage alone, as ``seqkd-demo --corpus --vocab-size`` runs it."""
+    """The demo's sentencepiece stage alone, as ``seqkd-demo --corpus --vocab-size --only
+    sentencepiece`` runs it."""
     pipeline = Pipeline(out, replace(PRESETS["ci"], vocab_size=vocab_size), corpus=corpus,
-                        stream=io.StringIO())
-    stage = next(s for s in pipeline.stages() if s.name == "sentencepiece")
-    return pipeline.run_stage(stage, 1, 1)
+                        stream=io.StringIO(), only=("sentencepiece",))
+    (run,) = pipeline.run()
+    return run
 
 
 def latin_pairs() -> list[tuple[str, str]]:
@@ -297,116 +301,6 @@ def cjk_pairs() -> list[tuple[str, str]]:
     return [(line, line[::-1]) for line in lines]
 
 
-def test_a_stage_whose_key_holds_a_tuple_is_skipped_when_done(tmp_path):
-    """The stamp is JSON: a tuple in the key (the deploy plan's batch sizes) reads back as a
-    list, and the stage must still count as done (it was redone on every run)."""
-    pipeline = Pipeline(tmp_path, PRESETS["ci"], stream=io.StringIO())
-    made = tmp_path / "made.txt"
-    stage = Stage("tuple", "a stage keyed by a tuple", [], [made],
-                  func=lambda log: made.write_text("x"), func_key={"batches": (1, 64)})
-    assert not pipeline.run_stage(stage, 1, 1).skipped
-    assert pipeline.run_stage(stage, 1, 1).skipped
-
-
-def test_a_stage_done_with_more_threads_stays_done_and_other_options_still_count(tmp_path):
-    """Thread and worker counts change how fast a stage runs, not what it makes: a teacher
-    trained in a 2-thread run must not be retrained by the 1-thread run that follows."""
-    made = tmp_path / "made.txt"
-
-    def stage(*options: str) -> Stage:
-        return Stage("copy", "a command with a parallelism option",
-                     [[sys.executable, "-c", "import shutil, sys; shutil.copy(*sys.argv[1:3])",
-                       str(tmp_path / "in.txt"), str(made), *options]], [made])
-    (tmp_path / "in.txt").write_text("x")
-    two = Pipeline(tmp_path, PRESETS["ci"], threads=2, stream=io.StringIO())
-    assert not two.run_stage(stage("--workers", "2"), 1, 1).skipped
-    one = Pipeline(tmp_path, PRESETS["ci"], threads=1, stream=io.StringIO())
-    assert one.run_stage(stage("--workers", "1"), 1, 1).skipped
-    assert not one.run_stage(stage("--workers", "1", "--beam", "5"), 1, 1).skipped
-
-
-class _Chain(Pipeline):
-    """a -> b -> c, and d (independent of them) after c: the order is logged to ``trace``."""
-
-    def stages(self) -> list[Stage]:
-        def stage(name: str, deps=(), after=()) -> Stage:
-            made = self.out / f"{name}.txt"
-
-            def run(log, name=name, made=made):
-                time.sleep(0.05)
-                self.trace.append(name)
-                made.write_text(name)
-            return Stage(name, name, [], [made], deps=list(deps), after=list(after),
-                         func=run, func_key={"name": name})
-        return [stage("a"), stage("b", ["a"]), stage("c", ["b"]), stage("d", after=["c"])]
-
-
-@pytest.mark.parametrize("jobs", [1, 2])
-def test_only_runs_the_named_stages_and_what_they_need_and_after_orders_only(tmp_path, jobs):
-    chain = _Chain(tmp_path, PRESETS["ci"], jobs=jobs, stream=io.StringIO(), only=("b", "d"))
-    chain.trace = []
-    chain.run()
-    # b needs a; d runs after c only when c is in the run, so c is not pulled in
-    assert sorted(chain.trace) == ["a", "b", "d"]
-    assert chain.trace.index("a") < chain.trace.index("b")
-    assert not (tmp_path / "c.txt").exists()
-    whole = _Chain(tmp_path, PRESETS["ci"], jobs=jobs, stream=io.StringIO())
-    whole.trace = []
-    whole.run()  # a, b, d done before: only c runs, and d is not redone after it
-    assert whole.trace == ["c"]
-    fresh = _Chain(tmp_path / "fresh", PRESETS["ci"], jobs=jobs, stream=io.StringIO())
-    fresh.trace = []
-    fresh.run()
-    assert fresh.trace.index("c") < fresh.trace.index("d")  # with 2 jobs d still waits for c
-
-
-class _Exclusive(Pipeline):
-    """a (slow), then x (exclusive, ready at once), then b in the list: x must not wait for b."""
-
-    def stages(self) -> list[Stage]:
-        def stage(name: str, seconds: float, exclusive: bool = False) -> Stage:
-            made = self.out / f"{name}.txt"
-
-            def run(log, name=name, made=made):
-                self.trace.append(f"{name}+")
-                time.sleep(seconds)
-                self.trace.append(f"{name}-")
-                made.write_text(name)
-            return Stage(name, name, [], [made], func=run, func_key={"name": name},
-                         exclusive=exclusive)
-        return [stage("a", 0.3), stage("x", 0.05, exclusive=True), stage("b", 0.3)]
-
-
-def test_a_ready_exclusive_stage_is_not_starved_by_later_stages(tmp_path):
-    """It used to be skipped while anything ran, so the stages after it in the list took the
-    free slot, and a speed measurement waited for every long training to end."""
-    pipeline = _Exclusive(tmp_path, PRESETS["ci"], jobs=2, stream=io.StringIO())
-    pipeline.trace = []
-    pipeline.run()
-    assert pipeline.trace == ["a+", "a-", "x+", "x-", "b+", "b-"]
-
-
-class _AfterDone(_Exclusive):
-    """d, then x (exclusive, reads d), then b (independent) in the list."""
-
-    def stages(self) -> list[Stage]:
-        a, x, b = super().stages()
-        return [replace(a, name="d"), replace(x, deps=["d"]), b]
-
-
-def test_an_exclusive_stage_whose_inputs_were_done_before_runs_first(tmp_path):
-    """In a resumed run the done stages are skipped before anything starts: x's input is
-    already there, so x runs before b (it lost its turn to b while d was being skipped)."""
-    first = _AfterDone(tmp_path, PRESETS["ci"], jobs=2, stream=io.StringIO(), only=("d",))
-    first.trace = []
-    first.run()
-    again = _AfterDone(tmp_path, PRESETS["ci"], jobs=2, stream=io.StringIO())
-    again.trace = []
-    runs = again.run()
-    assert again.trace == ["x+", "x-", "b+", "b-"]
-    assert [r.name for r in runs if r.skipped] == ["d"]
-
-
 def test_only_with_an_unknown_stage_is_one_line_naming_the_option(tmp_path):
     proc = demo(tmp_path / "out", "--only", "teacher,no-such-stage", "--dry-run", check=False)
     assert proc.returncode == 1
@@ -417,31 +311,6 @@ def test_only_with_an_unknown_stage_is_one_line_naming_the_option(tmp_path):
              if n != "in-process"]
     assert names == ["corpus", "sentencepiece", "preprocess", "teacher", "build-seq-kd",
                      "seq-kd"]
-
-
-@pytest.mark.parametrize("resumes", [True, False])
-def test_an_interrupted_stage_that_cannot_resume_starts_afresh(tmp_path, resumes):
-    """fairseq-preprocess refuses a destination that already has a dictionary: a stage
-    interrupted after writing part of its output must be cleaned before it runs again."""
-    pipeline = Pipeline(tmp_path, PRESETS["ci"], stream=io.StringIO())
-    made = tmp_path / "dest" / "dict.txt"
-    refuse_existing = ("import pathlib, sys; p = pathlib.Path(sys.argv[1]); "
-                       "sys.exit(f'{p} exists') if p.exists() else p.write_text('d')")
-    stage = Stage("prep", "refuses an existing output",
-                  [[sys.executable, "-c", refuse_existing, str(made)]], [made],
-                  clean=[made.parent], mkdirs=[made.parent], resumes=resumes)
-    # an earlier run was interrupted after the output was written, before the stamp
-    started = tmp_path / "stamps" / "prep.started.json"
-    started.parent.mkdir(parents=True)
-    started.write_text(json.dumps(pipeline._key(stage)))
-    made.parent.mkdir()
-    made.write_text("partial")
-    if resumes:
-        with pytest.raises(SeqKDError, match="exists"):
-            pipeline.run_stage(stage, 1, 1)
-    else:
-        assert not pipeline.run_stage(stage, 1, 1).skipped
-        assert made.read_text() == "d"
 
 
 def test_an_edited_corpus_redoes_the_sentencepiece_stage(tmp_path):
@@ -566,7 +435,22 @@ def test_all_register_references_reproduce_the_corpus(tmp_path):
     assert len(refs) == 3 and all(len(r) == 25 for r in refs)
     assert all(gold[i] in {r[i] for r in refs} for i in range(25))
     assert all(register_of(r[i]) in (k, None) for k, r in enumerate(refs) for i in range(25))
-    assert all_register_references(replace(spec, seed=2), tmp_path) == []  # another corpus
+    with pytest.raises(SeqKDError, match=r"test\.src:1: not the source the corpus spec draws"):
+        all_register_references(replace(spec, seed=2), tmp_path)  # another corpus
+    with pytest.raises(SeqKDError, match=r"test\.src has 25 lines; the corpus spec draws 30"):
+        all_register_references(replace(spec, test=30), tmp_path)
+
+
+def test_the_demo_report_warns_why_it_has_no_every_register_column(tmp_path):
+    pipeline = Pipeline(tmp_path, PRESETS["ci"])
+    write_corpus(pipeline.raw, replace(PRESETS["ci"].corpus, seed=2))  # not the preset's
+    warn = io.StringIO()
+    assert _every_register(pipeline, warn) == []
+    assert warn.getvalue() == (f"warning: no BLEU against every register: {pipeline.raw}/"
+                               "test.src:1: not the source the corpus spec draws (generator "
+                               f"version {CORPUS_VERSION})\n")
+    write_corpus(pipeline.raw, PRESETS["ci"].corpus)
+    assert len(_every_register(pipeline, warn)) == PRESETS["ci"].corpus.registers
 
 
 def test_format_table_aligns_columns_and_formats_numbers():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import random
 from collections import Counter, defaultdict
 from itertools import combinations
@@ -421,8 +422,8 @@ def test_write_corpus_writes_aligned_files(tmp_path):
         tgt = _read_lines(tmp_path / f"{split}.tgt")
         assert len(src) == len(tgt) == counts[split]
         assert list(zip(src, tgt, strict=True)) == expected[split]
-    stamp = json.loads((tmp_path / "corpus.json").read_text())
-    assert stamp["spec"]["seed"] == 7 and stamp["version"] == C.CORPUS_VERSION
+    key = json.loads((tmp_path / "corpus.json").read_text())["key"]
+    assert key["command"]["spec"]["seed"] == 7 and key["version"] == str(C.CORPUS_VERSION)
     names = sorted(p.name for p in tmp_path.iterdir())
     expected_names = sorted([f"{s}.{x}" for s in C.SPLITS for x in ("src", "tgt")])
     assert names == sorted([*expected_names, "corpus.json"])  # no temp files left behind
@@ -440,13 +441,18 @@ def test_write_corpus_skips_when_complete(tmp_path, monkeypatch):
     assert {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()} == mtimes
 
 
-@pytest.mark.parametrize("damage", ["truncate", "drop_line", "delete", "stamp", "other_spec"])
-def test_write_corpus_rewrites_incomplete(tmp_path, damage):
+@pytest.mark.parametrize("damage", ["truncate", "same_size", "drop_line", "delete", "stamp",
+                                    "other_spec", "other_version"])
+def test_write_corpus_rewrites_incomplete(tmp_path, damage, monkeypatch):
     C.write_corpus(tmp_path, SMALL)
     original = (tmp_path / "train.tgt").read_bytes()
     spec = SMALL
     if damage == "truncate":
         (tmp_path / "train.tgt").write_bytes(original[: len(original) // 2])
+    elif damage == "same_size":  # other bytes, same size and mtime: only the content tells
+        mtime = (tmp_path / "train.tgt").stat().st_mtime_ns
+        (tmp_path / "train.tgt").write_bytes(original.replace(b"e", b"a", 1))
+        os.utime(tmp_path / "train.tgt", ns=(mtime, mtime))
     elif damage == "drop_line":
         (tmp_path / "valid.src").write_text(
             "\n".join(_read_lines(tmp_path / "valid.src")[:-1]) + "\n", encoding="utf-8"
@@ -455,6 +461,8 @@ def test_write_corpus_rewrites_incomplete(tmp_path, damage):
         (tmp_path / "test.src").unlink()
     elif damage == "stamp":
         (tmp_path / "corpus.json").write_text("{not json", encoding="utf-8")
+    elif damage == "other_version":  # a new generator: another corpus, and the stamp says so
+        monkeypatch.setattr(C, "CORPUS_VERSION", C.CORPUS_VERSION + 1)
     else:
         spec = C.CorpusSpec(seed=8, train=3000, valid=300, test=300)
     C.write_corpus(tmp_path, spec)
@@ -463,15 +471,18 @@ def test_write_corpus_rewrites_incomplete(tmp_path, damage):
         src = _read_lines(tmp_path / f"{split}.src")
         tgt = _read_lines(tmp_path / f"{split}.tgt")
         assert list(zip(src, tgt, strict=True)) == expected[split]
-    if damage != "other_spec":
+    if damage not in ("other_spec", "other_version"):
         assert (tmp_path / "train.tgt").read_bytes() == original
+    if damage == "other_version":
+        assert (tmp_path / "train.tgt").read_bytes() != original
 
 
 def test_command_line_takes_every_spec_field(tmp_path, capsys):
     C.main([str(tmp_path), "--train", "60", "--valid", "10", "--test", "10", "--preferred", "1"])
     assert json.loads(capsys.readouterr().out) == {"train": 60, "valid": 10, "test": 10}
     spec = C.CorpusSpec(train=60, valid=10, test=10, preferred=1.0)
-    assert json.loads((tmp_path / "corpus.json").read_text())["spec"] == dataclasses.asdict(spec)
+    key = json.loads((tmp_path / "corpus.json").read_text())["key"]
+    assert key["command"]["spec"] == dataclasses.asdict(spec)
     assert (
         list(
             zip(_read_lines(tmp_path / "test.src"), _read_lines(tmp_path / "test.tgt"), strict=True)
