@@ -10,6 +10,7 @@ train_teacher
 train_baseline
 build_seq_kd
 build_seq_inter
-student seq-kd+word-kd "$SEQ_KD" "${WORD_KD[@]}"
-finetune "seq-kd+seq-inter-k$K+word-kd" seq-kd+word-kd "$SEQ_INTER" "${WORD_KD[@]}"
-report teacher baseline seq-kd+word-kd "seq-kd+seq-inter-k$K+word-kd"
+student "seq-kd-b$BEAM+word-kd-a$ALPHA" "$SEQ_KD" "${WORD_KD[@]}"
+finetune "seq-inter-k$K+word-kd-a$ALPHA" "seq-kd-b$BEAM+word-kd-a$ALPHA" "$SEQ_INTER" \
+    "${WORD_KD[@]}"
+report

@@ -1,13 +1,20 @@
 # Shared setup of the recipes (sourced, not run): corpus, joint sentencepiece, fairseq-preprocess,
-# teacher and baseline student, distilled data (seqkd-build), BLEU with sacrebleu.
+# teacher and baseline student, distilled data (seqkd-build), BLEU (seqkd-evaluate).
 #
 #   examples/<recipe>.sh [CORPUS_DIR] [--quick]
 #
 # CORPUS_DIR (or CORPUS=...) is a raw parallel corpus: {train,valid,test}.{src,tgt}, one sentence
 # a line; default ../shared/data/multi30k-en-de beside the repository. --quick writes the built-in
-# synthetic corpus (fairseq_seqkd.experiments.corpus) at a small size and uses tiny models: a few minutes
-# on a laptop CPU. Every step is skipped when its output is complete, so a killed recipe resumes
-# and recipes sharing WORK reuse the teacher, the baseline and the distilled data.
+# synthetic corpus (fairseq_seqkd.experiments.corpus) at a small size and uses tiny models: a few
+# minutes on a laptop CPU.
+#
+# Run a recipe again and it resumes where it stopped: fairseq-train resumes from checkpoint_last.pt
+# (a finished model's run does no training), seqkd-build from its stamps, and the sentencepiece
+# and fairseq-preprocess folders appear only once complete. Each folder's name carries every
+# setting that changes what is in it, so other settings never reuse these outputs, and recipes
+# sharing WORK share what they have in common:
+#   WORK/spmV/ (--quick: WORK/quick-nN-spmV/)  raw/ (--quick), spm/, bin/, teacher-eE/, baseline-eE/
+#     kd-teacher-eE/        what that teacher made: data-seq-kd-bB/, data-seq-inter-kK/, students
 #
 # Environment (defaults in brackets; real corpus / --quick):
 #   WORK            working folder [demo-out/recipes/<corpus name> | demo-out/recipes/quick]
@@ -36,7 +43,7 @@ QUICK=0
 for arg in "$@"; do
     case "$arg" in
         --quick) QUICK=1 ;;
-        -h|--help) sed -n '2,25p' "${BASH_SOURCE[0]}"; exit 0 ;;
+        -h|--help) sed -n '2,30p' "${BASH_SOURCE[0]}"; exit 0 ;;
         -*) echo "$(basename "$0"): unknown option $arg" >&2; exit 2 ;;
         *) CORPUS=$arg ;;
     esac
@@ -64,7 +71,8 @@ else
     STUDENT_EPOCHS=${STUDENT_EPOCHS:-15}
     FINETUNE_EPOCHS=${FINETUNE_EPOCHS:-5}
     K=${K:-35}
-    # the sizes of the hand-made baseline in ../shared/PEERS.md: teacher 3+3 x 256, student 2+2 x 128
+    # the sizes of the hand-made baseline in ../shared/PEERS.md: teacher 3+3 x 256,
+    # student 2+2 x 128
     TEACHER_ARCH=(--encoder-layers 3 --decoder-layers 3 --encoder-embed-dim 256
                   --decoder-embed-dim 256 --encoder-ffn-embed-dim 1024
                   --decoder-ffn-embed-dim 1024 --encoder-attention-heads 4
@@ -85,11 +93,15 @@ fi
 CPU=()
 [[ $DEVICE == cpu ]] && CPU=(--cpu)
 
-RAW=$WORK/raw
-SPM=$WORK/spm
-BIN=$WORK/bin
-TEACHER=$WORK/teacher/checkpoint_best.pt
-mkdir -p "$WORK"
+DATA=$WORK/spm$SPM_VOCAB
+[[ $QUICK == 1 ]] && DATA=$WORK/quick-n$QUICK_TRAIN-spm$SPM_VOCAB
+RAW=$DATA/raw
+SPM=$DATA/spm
+BIN=$DATA/bin
+TEACHER_NAME=teacher-e$TEACHER_EPOCHS
+TEACHER=$DATA/$TEACHER_NAME/checkpoint_best.pt
+KD=$DATA/kd-$TEACHER_NAME  # what the teacher made: distilled data and the students trained on it
+mkdir -p "$KD"
 
 log() { printf '\n=== %s: %s\n' "$(basename "$0" .sh)" "$*" >&2; }
 
@@ -111,14 +123,25 @@ write_corpus(sys.argv[1], CorpusSpec(train=int(sys.argv[2]), valid=300, test=300
     fi
 }
 
+# complete DIR STEP: run the function STEP, which writes into $STAGING, then rename $STAGING to
+# DIR; DIR exists only once complete, and is kept when it does.
+complete() {
+    local dir=$1 step=$2
+    [[ -d $dir ]] && return 0
+    rm -rf "$dir".partial.*  # what an interrupted run left
+    STAGING=$(mktemp -d "$dir.partial.XXXXXX")
+    "$step"
+    mv "$STAGING" "$dir"
+}
+
 # Joint sentencepiece BPE model on both sides of train, then every split as subword tokens.
-prepare_spm() {
-    [[ -f $SPM/.done ]] && return 0
+spm_step() {
     log "sentencepiece: joint BPE, vocabulary $SPM_VOCAB -> $SPM"
-    rm -rf "$SPM" && mkdir -p "$SPM"
-    "$PY" - "$RAW" "$SPM" "$SPM_VOCAB" <<'EOF'
+    "$PY" - "$RAW" "$STAGING" "$SPM_VOCAB" <<'EOF'
 import sys
 import sentencepiece as spm
+
+from fairseq_seqkd.textfiles import read_text_lines
 
 raw, out, vocab = sys.argv[1], sys.argv[2], int(sys.argv[3])
 spm.SentencePieceTrainer.train(
@@ -129,103 +152,101 @@ spm.SentencePieceTrainer.train(
 model = spm.SentencePieceProcessor(model_file=f"{out}/spm.model")
 for split in ("train", "valid", "test"):
     for side in ("src", "tgt"):
-        with open(f"{raw}/{split}.{side}", encoding="utf-8") as f:
-            lines = [line.rstrip("\n") for line in f]
-        pieces = model.encode(lines, out_type=str)
+        pieces = model.encode(read_text_lines(f"{raw}/{split}.{side}"), out_type=str)
         with open(f"{out}/{split}.{side}", "w", encoding="utf-8") as f:
             f.writelines(" ".join(p) + "\n" for p in pieces)
 EOF
-    touch "$SPM/.done"
 }
 
-prepare_bin() {
-    [[ -f $BIN/.done ]] && return 0
+preprocess_step() {
     log "fairseq-preprocess (joined dictionary) -> $BIN"
-    rm -rf "$BIN"
     fairseq-preprocess --source-lang src --target-lang tgt --trainpref "$SPM/train" \
-        --validpref "$SPM/valid" --testpref "$SPM/test" --destdir "$BIN" \
-        --joined-dictionary --workers "$WORKERS" >"$WORK/preprocess.log" 2>&1 \
-        || { tail -5 "$WORK/preprocess.log" >&2; exit 1; }
-    touch "$BIN/.done"
+        --validpref "$SPM/valid" --testpref "$SPM/test" --destdir "$STAGING" \
+        --joined-dictionary --workers "$WORKERS" >"$DATA/preprocess.log" 2>&1 \
+        || { tail -5 "$DATA/preprocess.log" >&2; exit 1; }
 }
 
-prepare_data() { prepare_corpus; prepare_spm; prepare_bin; }
+prepare_data() { prepare_corpus; complete "$SPM" spm_step; complete "$BIN" preprocess_step; }
 
 # --------------------------------------------------------------------------- training
 
-# train NAME DATA_BIN [fairseq-train options...]: WORK/NAME/checkpoint_best.pt, skipped when done.
-# A killed run resumes from its checkpoint_last.pt (fairseq's own behaviour).
+MODELS=()  # NAME=CHECKPOINT of every model this run trained, in order, for report
+
+# train NAME DIR DATA_BIN [fairseq-train options...]: DIR/checkpoint_best.pt. fairseq-train
+# resumes from DIR/checkpoint_last.pt: a killed run goes on, a finished one trains no more.
 train() {
-    local name=$1 data=$2
-    shift 2
-    local save=$WORK/$name
-    [[ -f $save/.done ]] && { log "$name: trained ($save)"; return 0; }
-    log "$name: fairseq-train $*"
+    local name=$1 save=$2 data=$3
+    shift 3
+    log "$name: fairseq-train -> $save"
     mkdir -p "$save"
     fairseq-train "$data" --user-dir "$PLUGIN" --save-dir "$save" --arch transformer \
         --share-all-embeddings --optimizer adam --adam-betas '(0.9, 0.98)' \
         --lr-scheduler inverse_sqrt --weight-decay 0.0001 --seed 1 --no-epoch-checkpoints \
         --no-progress-bar --log-format simple --log-interval 100 --num-workers 0 \
-        "${CPU[@]}" "${OPTIM[@]}" "$@" >"$save/train.log" 2>&1 \
+        "${CPU[@]}" "${OPTIM[@]}" "$@" >>"$save/train.log" 2>&1 \
         || { tail -5 "$save/train.log" >&2; exit 1; }
     grep -E '\| (train|valid) \| epoch' "$save/train.log" | tail -2 | sed 's/^.*| INFO | //' >&2
-    touch "$save/.done"
+    MODELS+=("$name=$save/checkpoint_best.pt")
 }
 
 LS=(--criterion label_smoothed_cross_entropy --label-smoothing 0.1)
 WORD_KD=(--criterion word_kd --teacher-path "$TEACHER" --kd-alpha "$ALPHA" --label-smoothing 0.1)
 
-train_teacher() { train teacher "$BIN" "${TEACHER_ARCH[@]}" "${LS[@]}" --max-epoch "$TEACHER_EPOCHS"; }
+train_teacher() {
+    train teacher "$DATA/$TEACHER_NAME" "$BIN" "${TEACHER_ARCH[@]}" "${LS[@]}" \
+        --max-epoch "$TEACHER_EPOCHS"
+}
 
 train_baseline() {
     [[ $BASELINE == 1 ]] || return 0
-    train baseline "$BIN" "${STUDENT_ARCH[@]}" "${LS[@]}" --max-epoch "$STUDENT_EPOCHS"
+    train baseline "$DATA/baseline-e$STUDENT_EPOCHS" "$BIN" "${STUDENT_ARCH[@]}" "${LS[@]}" \
+        --max-epoch "$STUDENT_EPOCHS"
 }
 
-# a student, from scratch: student NAME DATA_BIN [fairseq-train options...]
+# a student of the teacher, from scratch: student NAME DATA_BIN [fairseq-train options...];
+# NAME carries the settings that its options and data have (e.g. seq-kd-b$BEAM)
 student() {
     local name=$1 data=$2
     shift 2
-    train "$name" "$data" "${STUDENT_ARCH[@]}" --max-epoch "$STUDENT_EPOCHS" "$@"
+    train "$name" "$KD/$name-e$STUDENT_EPOCHS" "$data" "${STUDENT_ARCH[@]}" \
+        --max-epoch "$STUDENT_EPOCHS" "$@"
 }
 
-# fine-tune a trained student on other data: finetune NAME FROM DATA_BIN [options...]
+# fine-tune a student on other data: finetune NAME FROM DATA_BIN [options...], as FROM+NAME
 finetune() {
     local name=$1 from=$2 data=$3
     shift 3
-    train "$name" "$data" "${STUDENT_ARCH[@]}" --max-epoch "$FINETUNE_EPOCHS" \
-        --finetune-from-model "$WORK/$from/checkpoint_best.pt" "$@"
+    train "$from+$name" "$KD/$from-e$STUDENT_EPOCHS+$name-ft$FINETUNE_EPOCHS" "$data" \
+        "${STUDENT_ARCH[@]}" --max-epoch "$FINETUNE_EPOCHS" \
+        --finetune-from-model "$KD/$from-e$STUDENT_EPOCHS/checkpoint_best.pt" "$@"
 }
 
-# build NAME STRATEGY [seqkd-build options...]: the distilled data-bin WORK/NAME.
+# build DIR STRATEGY [seqkd-build options...]: the distilled data-bin DIR. seqkd-build skips or
+# resumes its own stages (their stamps hold the teacher's and the data's content).
 build() {
-    local name=$1 strategy=$2
+    local dir=$1 strategy=$2
     shift 2
-    log "$name: seqkd-build --strategy $strategy $*"
-    seqkd-build --data "$BIN" --teacher "$TEACHER" --output "$WORK/$name" \
+    log "$(basename "$dir"): seqkd-build --strategy $strategy $*"
+    seqkd-build --data "$BIN" --teacher "$TEACHER" --output "$dir" \
         --strategy "$strategy" --remove-bpe sentencepiece --workers "$WORKERS" \
-        --batch-size 128 "${CPU[@]}" "$@" 2>"$WORK/$name.build.log" \
-        || { tail -5 "$WORK/$name.build.log" >&2; exit 1; }
+        --batch-size 128 "${CPU[@]}" "$@" 2>>"$dir.build.log" \
+        || { tail -5 "$dir.build.log" >&2; exit 1; }
 }
 
-SEQ_KD=$WORK/data-seq-kd
-SEQ_INTER=$WORK/data-seq-inter-k$K
-build_seq_kd() { build "$(basename "$SEQ_KD")" seq-kd --beam "$BEAM"; }
-build_seq_inter() {
-    build "$(basename "$SEQ_INTER")" seq-inter --beam "$K" --nbest "$K" --sim bleu
-}
+SEQ_KD=$KD/data-seq-kd-b$BEAM
+SEQ_INTER=$KD/data-seq-inter-k$K
+build_seq_kd() { build "$SEQ_KD" seq-kd --beam "$BEAM"; }
+build_seq_inter() { build "$SEQ_INTER" seq-inter --beam "$K" --nbest "$K" --sim bleu; }
 
 # --------------------------------------------------------------------------- BLEU
 
-# report NAME...: BLEU (greedy, beam 5) of WORK/NAME/checkpoint_best.pt on the test split,
-# detokenized hypotheses vs the raw reference, with the sacreBLEU signature.
+# report: BLEU (greedy, beam 5) on the test split of every model this run trained, detokenized
+# hypotheses against the raw reference, with the sacreBLEU signature (seqkd-evaluate).
 report() {
-    local models=() name
-    for name in "$@"; do
-        [[ -f $WORK/$name/checkpoint_best.pt ]] && models+=(--model "$name=$WORK/$name/checkpoint_best.pt")
-    done
+    local models=() model
+    for model in "${MODELS[@]}"; do models+=(--model "$model"); done
     log "BLEU on test ($RAW/test.tgt), greedy and beam 5"
     seqkd-evaluate "$BIN" --subset test --reference "$RAW/test.tgt" \
         --beams 1 5 --remove-bpe sentencepiece "${CPU[@]}" "${models[@]}" \
-        --json "$WORK/bleu-$(basename "$0" .sh).json"
+        --json "$KD/bleu-$(basename "$0" .sh).json"
 }

@@ -14,10 +14,11 @@ prepare_data
 train_teacher
 train_baseline
 build_seq_kd
-student seq-kd "$SEQ_KD" "${LS[@]}"
-finetune seq-kd+word-kd-ft seq-kd "$SEQ_KD" "${WORD_KD[@]}"
+student "seq-kd-b$BEAM" "$SEQ_KD" "${LS[@]}"
+finetune "word-kd-a$ALPHA" "seq-kd-b$BEAM" "$SEQ_KD" "${WORD_KD[@]}"
 for beta in 0.1 0.5; do
-    finetune "seq-kd+gkd-b$beta" seq-kd "$SEQ_KD" --criterion gkd --teacher-path "$TEACHER" \
-        --kd-alpha "$ALPHA" --label-smoothing 0.1 --gkd-lambda "$LAMBDA" --gkd-beta "$beta"
+    finetune "gkd-beta$beta-l$LAMBDA-a$ALPHA" "seq-kd-b$BEAM" "$SEQ_KD" --criterion gkd \
+        --teacher-path "$TEACHER" --kd-alpha "$ALPHA" --label-smoothing 0.1 \
+        --gkd-lambda "$LAMBDA" --gkd-beta "$beta"
 done
-report teacher baseline seq-kd seq-kd+word-kd-ft seq-kd+gkd-b0.1 seq-kd+gkd-b0.5
+report

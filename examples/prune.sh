@@ -1,19 +1,27 @@
 #!/usr/bin/env bash
 # Pruning the distilled student (Kim & Rush 2016, section 5.3; See et al. 2016): remove the
-# smallest-magnitude weights (class-blind), retrain a few epochs with the pruned weights held at
-# exactly zero, export a plain fairseq checkpoint, and compare BLEU, parameter counts and file
-# size against the unpruned student, like the paper's pruning table.
+# smallest-magnitude weights (class-blind by default), retrain a few epochs with the pruned weights
+# held at exactly zero, export a plain fairseq checkpoint, and compare BLEU, parameter counts and
+# file size against the unpruned student, like the paper's pruning table.
 #
-#   examples/prune.sh DATA_BIN STUDENT.pt [--quick]
+#   examples/prune.sh DATA_BIN STUDENT.pt REFERENCE [--quick]
 #
 # DATA_BIN is the fairseq data-bin the student was trained on (the distilled data for a Seq-KD
-# student); its valid split is used for model selection, its test split for BLEU. STUDENT.pt is
-# any fairseq transformer checkpoint; its architecture options are read from the checkpoint.
-# --quick retrains 1 epoch instead of EPOCHS. Each finished step is skipped when the recipe is
-# run again, and an interrupted retraining resumes from its checkpoint_last.pt.
+# student); its valid split is used for model selection, its test split for BLEU. REFERENCE is the
+# raw reference text of that test split, one sentence a line: BLEU is seqkd-evaluate's, sacrebleu
+# on the detokenized output against it, as the demo and the benchmark score. STUDENT.pt is any
+# fairseq transformer checkpoint; its architecture options are read from the checkpoint. --quick
+# retrains 1 epoch instead of EPOCHS.
+#
+# Run it again and it resumes: retraining goes on from its checkpoint_last.pt (a finished one does
+# no training), pruning and export are redone (seconds), BLEU is measured again. The folders are
+# named by what changes their contents: OUT by the student's name and content digest, then
+# SCHEME-pPCT (the pruned checkpoint), then retrain-eEPOCHS-<digest of the data-bin's train and
+# valid splits and dictionaries, LR, MAX_TOKENS, CRITERION and the architecture options> (the
+# retrained one).
 #
 # Environment (defaults in brackets):
-#   OUT          working folder [prune-out/<name of STUDENT.pt>]
+#   OUT          working folder [prune-out/<name of STUDENT.pt>-<its content digest>]
 #   RATIOS       prune percentages [50 80 90]
 #   SCHEME       class-blind, class-uniform or class-distribution [class-blind]
 #   EPOCHS       retraining epochs [3; 1 with --quick]
@@ -21,11 +29,11 @@
 #   MAX_TOKENS   retraining batch size [the student's --max-tokens, else 4096]
 #   CRITERION    retraining criterion options [label_smoothed_cross_entropy, smoothing 0.1]
 #   MODEL_ARGS   override the architecture options read from STUDENT.pt
-#   POST_PROCESS fairseq-generate --post-process, e.g. sentencepiece [none]
+#   POST_PROCESS subword scheme removed before scoring, e.g. sentencepiece [none]
 #   DEVICE       cpu or cuda [cuda if torch sees a GPU, else cpu]
 set -euo pipefail
 
-usage() { echo "usage: $0 DATA_BIN STUDENT.pt [--quick]" >&2; exit 2; }
+usage() { echo "usage: $0 DATA_BIN STUDENT.pt REFERENCE [--quick]" >&2; exit 2; }
 QUICK=0
 ARGS=()
 for arg in "$@"; do
@@ -35,12 +43,14 @@ for arg in "$@"; do
         *) ARGS+=("$arg") ;;
     esac
 done
-[[ ${#ARGS[@]} -eq 2 ]] || usage
+[[ ${#ARGS[@]} -eq 3 ]] || usage
 DATA=${ARGS[0]}
 STUDENT=${ARGS[1]}
+REFERENCE=${ARGS[2]}
 compgen -G "$DATA/dict.*.txt" > /dev/null \
     || { echo "prune.sh: error: $DATA is not a fairseq data-bin (no dict.*.txt)" >&2; exit 1; }
 [[ -f "$STUDENT" ]] || { echo "prune.sh: error: $STUDENT does not exist" >&2; exit 1; }
+[[ -f "$REFERENCE" ]] || { echo "prune.sh: error: $REFERENCE does not exist" >&2; exit 1; }
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PLUGIN=$REPO/fairseq_seqkd
@@ -48,12 +58,19 @@ if [[ -x "$REPO/.venv/bin/fairseq-train" ]]; then PATH=$REPO/.venv/bin:$PATH; fi
 PY=$(command -v python)
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 
-name=$(basename "$STUDENT" .pt)
-OUT=${OUT:-prune-out/$name}
+# digest PATH...: the first 12 hex digits of the content digest of files and directories
+digest() {
+    "$PY" -c 'import hashlib, sys
+from fairseq_seqkd.stages import content_digest
+h = hashlib.sha256("\n".join(content_digest(p) for p in sys.argv[1:]).encode())
+print(h.hexdigest()[:12])' "$@"
+}
+
+OUT=${OUT:-prune-out/$(basename "$STUDENT" .pt)-$(digest "$STUDENT")}
 RATIOS=${RATIOS:-50 80 90}
 SCHEME=${SCHEME:-class-blind}
 if [[ $QUICK == 1 ]]; then EPOCHS=${EPOCHS:-1}; else EPOCHS=${EPOCHS:-3}; fi
-POST_PROCESS=${POST_PROCESS:-}
+POST_PROCESS=${POST_PROCESS:-none}
 if [[ -z "${DEVICE:-}" ]]; then
     DEVICE=$("$PY" -c 'import torch; print("cuda" if torch.cuda.is_available() else "cpu")')
 fi
@@ -101,78 +118,74 @@ else eval "MODEL=($(read_student model))"; fi
 LR=${LR:-$(read_student lr)}
 MAX_TOKENS=${MAX_TOKENS:-$(read_student max_tokens)}
 read -r -a CRIT <<< "${CRITERION:---criterion label_smoothed_cross_entropy --label-smoothing 0.1}"
+# what the retraining reads of DATA_BIN: dictionaries, train and valid splits
+DATA_DIGEST=$(digest "$DATA"/dict.*.txt "$DATA"/train*.* "$DATA"/valid*.*)
+SETTINGS=$("$PY" -c 'import hashlib, sys
+print(hashlib.sha256("\n".join(sys.argv[1:]).encode()).hexdigest()[:10])' \
+    "$DATA_DIGEST" "$LR" "$MAX_TOKENS" "${CRIT[*]}" "${MODEL[*]}")
+RETRAIN=retrain-e$EPOCHS-$SETTINGS
 
-# --- BLEU of one exported checkpoint with stock fairseq-generate (no --user-dir) and sacrebleu
-bleu() {  # bleu CKPT BEAM -> prints BLEU, caches it beside CKPT
-    local ckpt=$1 beam=$2 cache=${1%.pt}.beam$2.bleu
-    if [[ ! -s $cache ]]; then
-        local gen=${1%.pt}.beam$2.gen
-        local post=(); [[ -n $POST_PROCESS ]] && post=(--post-process "$POST_PROCESS")
-        fairseq-generate "$DATA" --path "$ckpt" --gen-subset test --beam "$beam" \
-            --batch-size 64 "${CPU[@]}" "${post[@]}" > "$gen.tmp" 2> "$gen.log"
-        mv "$gen.tmp" "$gen"
-        grep '^D-' "$gen" | sort -t- -k2 -n | cut -f3 > "$gen.hyp"
-        grep '^T-' "$gen" | sort -t- -k2 -n | cut -f2 > "$gen.ref"
-        sacrebleu "$gen.ref" -i "$gen.hyp" -b -w 2 > "$cache.tmp"
-        mv "$cache.tmp" "$cache"
-    fi
-    cat "$cache"
-}
-
-# --- one table row: name, prune %, exported checkpoint, BLEU before retraining
-ROWS=()
-row() {  # row LABEL PCT EXPORT.pt REPORT BLEU_PRUNED
-    local params nonzero size
-    params=$(sed -n 's/^  output: \([0-9,]*\) parameters.*/\1/p' "$4")
-    nonzero=$(sed -n 's/^  output: .* parameters, \([0-9,]*\) non-zero.*/\1/p' "$4")
-    size=$(stat -c %s "$3")
-    ROWS+=("$(printf '%-10s %6s %10s %10s %8s %8s %8s %10s' "$1" "$2" "$params" "$nonzero" \
-        "$5" "$(bleu "$3" 1)" "$(bleu "$3" 5)" "$((size / 1024))K")")
-}
-
-echo "== unpruned student: $STUDENT"
-if [[ ! -s $OUT/student.export ]]; then
-    seqkd-export --input "$STUDENT" --output "$OUT/student.pt" > "$OUT/student.export.tmp"
-    mv "$OUT/student.export.tmp" "$OUT/student.export"
-fi
-row student 0 "$OUT/student.pt" "$OUT/student.export" -
+echo "== unpruned student: $STUDENT -> $OUT"
+seqkd-export --input "$STUDENT" --output "$OUT/student.pt" > "$OUT/student.export.txt"
+BEFORE=(--model "student=$OUT/student.pt")  # greedy BLEU right after pruning
+AFTER=(--model "student=$OUT/student.pt")   # BLEU after retraining
+REPORTS=("student=$OUT/student.export.txt")
 
 for pct in $RATIOS; do
     ratio=$("$PY" -c "print($pct / 100)")
-    dir=$OUT/p$pct
-    mkdir -p "$dir"
-    echo "== prune $pct % ($SCHEME), retrain $EPOCHS epoch(s)"
-    if [[ ! -s $dir/pruned.pt ]]; then
-        seqkd-prune --input "$STUDENT" --output "$dir/pruned.pt" --prune-ratio "$ratio" \
-            --prune-scheme "$SCHEME" > "$dir/prune.log"
-    fi
+    dir=$OUT/$SCHEME-p$pct
+    run=$dir/$RETRAIN
+    mkdir -p "$run"
+    echo "== prune $pct % ($SCHEME), retrain $EPOCHS epoch(s) -> $run"
+    seqkd-prune --input "$STUDENT" --output "$dir/pruned.pt" --prune-ratio "$ratio" \
+        --prune-scheme "$SCHEME" > "$dir/prune.log"
     # pruned without retraining (a stock checkpoint too), for the "before" column
-    if [[ ! -s $dir/pruned.export ]]; then
-        seqkd-export --input "$dir/pruned.pt" --output "$dir/pruned-export.pt" \
-            > "$dir/pruned.export.tmp"
-        mv "$dir/pruned.export.tmp" "$dir/pruned.export"
-    fi
-    before=$(bleu "$dir/pruned-export.pt" 1)
-    if [[ ! -s $dir/retrained.export ]]; then
-        # --finetune-from-model on first launch only: a killed run resumes from checkpoint_last
-        # the task rebuilds the masks from the pruned zeros and keeps them through Adam
-        fairseq-train "$DATA" --user-dir "$PLUGIN" --task translation_kd \
-            --prune-ratio "$ratio" --prune-scheme "$SCHEME" \
-            --finetune-from-model "$dir/pruned.pt" "${MODEL[@]}" "${CRIT[@]}" \
-            --optimizer adam --lr "$LR" --max-tokens "$MAX_TOKENS" --max-epoch "$EPOCHS" \
-            --save-dir "$dir/ckpt" --no-epoch-checkpoints --no-progress-bar --log-interval 50 \
-            --seed 1 --num-workers 0 "${CPU[@]}" > "$dir/train.log" 2>&1 \
-            || { tail -5 "$dir/train.log" >&2; exit 1; }
-        seqkd-export --input "$dir/ckpt/checkpoint_best.pt" --output "$dir/retrained.pt" \
-            > "$dir/retrained.export.tmp"
-        mv "$dir/retrained.export.tmp" "$dir/retrained.export"
-    fi
-    row "pruned" "$pct" "$dir/retrained.pt" "$dir/retrained.export" "$before"
+    seqkd-export --input "$dir/pruned.pt" --output "$dir/pruned-export.pt" > /dev/null
+    # --finetune-from-model on first launch only: fairseq-train resumes from checkpoint_last;
+    # the task rebuilds the masks from the pruned zeros and keeps them through Adam
+    fairseq-train "$DATA" --user-dir "$PLUGIN" --task translation_kd \
+        --prune-ratio "$ratio" --prune-scheme "$SCHEME" \
+        --finetune-from-model "$dir/pruned.pt" "${MODEL[@]}" "${CRIT[@]}" \
+        --optimizer adam --lr "$LR" --max-tokens "$MAX_TOKENS" --max-epoch "$EPOCHS" \
+        --save-dir "$run" --no-epoch-checkpoints --no-progress-bar --log-interval 50 \
+        --seed 1 --num-workers 0 "${CPU[@]}" >> "$run/train.log" 2>&1 \
+        || { tail -5 "$run/train.log" >&2; exit 1; }
+    seqkd-export --input "$run/checkpoint_best.pt" --output "$run/retrained.pt" \
+        > "$run/retrained.export.txt"
+    BEFORE+=(--model "p$pct=$dir/pruned-export.pt")
+    AFTER+=(--model "p$pct=$run/retrained.pt")
+    REPORTS+=("p$pct=$run/retrained.export.txt")
 done
 
+echo "== BLEU on the test split of $DATA (seqkd-evaluate)"
+EVAL=(seqkd-evaluate "$DATA" --subset test --reference "$REFERENCE" --remove-bpe "$POST_PROCESS"
+      "${CPU[@]}")
+TABLE=$OUT/table-$SCHEME-$RETRAIN
+"${EVAL[@]}" --beams 1 "${BEFORE[@]}" --json "$TABLE.pruned.json" > /dev/null
+"${EVAL[@]}" --beams 1 5 "${AFTER[@]}" --json "$TABLE.retrained.json" > /dev/null
+
 echo
-echo "Pruning the student ($SCHEME; BLEU on the test split of $DATA, sacrebleu; size of the"
+echo "Pruning the student ($SCHEME; BLEU on the test split of $DATA, seqkd-evaluate; size of the"
 echo "exported checkpoint; 'pruned' = BLEU greedy right after pruning, before retraining)"
-printf '%-10s %6s %10s %10s %8s %8s %8s %10s\n' model prune% params non-zero pruned \
-    greedy beam5 size
-for r in "${ROWS[@]}"; do echo "$r"; done | tee "$OUT/table.txt"
+"$PY" - "$TABLE" "${REPORTS[@]}" <<'EOF' | tee "$TABLE.txt"
+import json, os, re, sys
+
+table, reports = sys.argv[1], dict(r.split("=", 1) for r in sys.argv[2:])
+def scores(suffix):
+    with open(f"{table}.{suffix}.json", encoding="utf-8") as f:
+        return {(s["model"], s["beam"]): s for s in json.load(f)}
+before, after = scores("pruned"), scores("retrained")
+line = "{:<10} {:>6} {:>10} {:>10} {:>8} {:>8} {:>8} {:>10}"
+print(line.format("model", "prune%", "params", "non-zero", "pruned", "greedy", "beam5", "size"))
+for name, report in reports.items():
+    with open(report, encoding="utf-8") as f:
+        text = f.read()
+    params, nonzero = re.search(r"^  output: ([\d,]+) parameters, ([\d,]+) non-zero", text,
+                                re.M).groups()
+    path = re.search(r"-> (\S+)$", text.splitlines()[0]).group(1)
+    pruned = "-" if name == "student" else f"{before[(name, 1)]['bleu']:.2f}"
+    print(line.format("student" if name == "student" else "pruned",
+                      "0" if name == "student" else name[1:], params, nonzero, pruned,
+                      f"{after[(name, 1)]['bleu']:.2f}", f"{after[(name, 5)]['bleu']:.2f}",
+                      f"{os.path.getsize(path) // 1024}K"))
+EOF

@@ -15,11 +15,9 @@ train_teacher
 train_baseline
 build_seq_inter  # beam K, K-best, closest to the reference -> $SEQ_INTER
 student "seq-inter-k$K" "$SEQ_INTER" "${LS[@]}"
-models=(teacher baseline "seq-inter-k$K")
 if [[ ${NAIVE:-0} == 1 ]]; then
     build_seq_kd  # aligned with the gold data (--fallback gold), so it is --distilled-data
-    student naive-inter "$BIN" --task translation_kd --distilled-data "$SEQ_KD" \
+    student "naive-inter-b$BEAM-a$ALPHA" "$BIN" --task translation_kd --distilled-data "$SEQ_KD" \
         --criterion seq_kd_interpolation --kd-alpha "$ALPHA" --label-smoothing 0.1
-    models+=(naive-inter)
 fi
-report "${models[@]}"
+report

@@ -9,5 +9,5 @@ prepare_data
 train_teacher
 train_baseline
 build_seq_kd  # teacher beam $BEAM, its best hypothesis per sentence -> $SEQ_KD
-student seq-kd "$SEQ_KD" "${LS[@]}"
-report teacher baseline seq-kd
+student "seq-kd-b$BEAM" "$SEQ_KD" "${LS[@]}"
+report

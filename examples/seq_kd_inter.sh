@@ -10,6 +10,6 @@ train_teacher
 train_baseline
 build_seq_kd
 build_seq_inter
-student seq-kd "$SEQ_KD" "${LS[@]}"
-finetune "seq-kd+seq-inter-k$K" seq-kd "$SEQ_INTER" "${LS[@]}"
-report teacher baseline seq-kd "seq-kd+seq-inter-k$K"
+student "seq-kd-b$BEAM" "$SEQ_KD" "${LS[@]}"
+finetune "seq-inter-k$K" "seq-kd-b$BEAM" "$SEQ_INTER" "${LS[@]}"
+report

@@ -9,5 +9,5 @@ prepare_data
 train_teacher
 train_baseline
 build_seq_kd
-student seq-kd+word-kd "$SEQ_KD" "${WORD_KD[@]}"
-report teacher baseline seq-kd+word-kd
+student "seq-kd-b$BEAM+word-kd-a$ALPHA" "$SEQ_KD" "${WORD_KD[@]}"
+report

@@ -8,5 +8,5 @@ source "$(dirname "$0")/common.sh"
 prepare_data
 train_teacher
 train_baseline
-student word-kd "$BIN" "${WORD_KD[@]}"
-report teacher baseline word-kd
+student "word-kd-a$ALPHA" "$BIN" "${WORD_KD[@]}"
+report

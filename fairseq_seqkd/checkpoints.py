@@ -12,7 +12,7 @@ from torch import Tensor
 
 from .atomic import atomic_open
 from .errors import SeqKDError
-from .pruning import SCHEMES, compute_masks, group_tied, prunable_tensors
+from .pruning import compute_masks, group_tied, prunable_tensors
 
 _NOT_PARAMETERS = (".version", "._float_tensor")  # buffers fairseq keeps in its state dicts
 
@@ -66,10 +66,6 @@ def prune_state(
     state: dict[str, Any], ratio: float, scheme: str, pattern: str | None
 ) -> tuple[dict[str, Tensor], dict[str, list[str]]]:
     """Prune ``state['model']`` in place; return the pruned tensors and their names."""
-    if not 0.0 <= ratio < 1.0:
-        raise SeqKDError(f"--prune-ratio must be in [0, 1), got {ratio}")
-    if scheme not in SCHEMES:
-        raise SeqKDError(f"--prune-scheme must be one of {', '.join(SCHEMES)}; got {scheme!r}")
     model = state["model"]
     weights, aliases = prunable_tensors(model.items(), pattern, by_value=True)
     masks = compute_masks(weights, ratio, scheme)

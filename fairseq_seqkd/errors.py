@@ -2,25 +2,40 @@
 
 import os
 import sys
+import traceback
 from types import TracebackType
+
+DEBUG_VARIABLE = "SEQKD_DEBUG"
 
 
 class SeqKDError(ValueError):
-    """Bad input from the user: a missing file, an invalid option, mismatched data."""
+    """Bad input from the user: a missing file the user named, an invalid option, mismatched
+    data. Code that opens a path the user gave raises it, naming the option or file; a missing
+    file anywhere else is a bug and keeps its traceback."""
 
 
 def user_error_message(exc: BaseException) -> str | None:
     """The one line to show for a user error, or None for an internal error.
 
-    User errors are :class:`SeqKDError` (and subclasses) and a missing file that the error
-    names; any other exception, a ``ValueError`` or ``OSError`` included, is a bug or an
-    environment problem whose traceback must reach the user.
+    User errors are :class:`SeqKDError` (and subclasses) only; any other exception, a
+    ``FileNotFoundError``, ``ValueError`` or ``OSError`` included, is a bug or an environment
+    problem whose traceback must reach the user.
     """
     if isinstance(exc, SeqKDError):
         return " ".join(str(exc).split())
-    if isinstance(exc, FileNotFoundError) and exc.filename:
-        return f"{exc.strerror or 'No such file or directory'}: {exc.filename}"
     return None
+
+
+def debugging() -> bool:
+    """Whether ``SEQKD_DEBUG`` asks for the traceback behind one-line errors too."""
+    return os.environ.get(DEBUG_VARIABLE, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def print_user_error(prog: str, exc: BaseException) -> None:
+    """``prog: error: <one line>`` on stderr, after the traceback under ``SEQKD_DEBUG=1``."""
+    if debugging():
+        traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+    print(f"{prog}: error: {user_error_message(exc)}", file=sys.stderr)
 
 
 def is_fairseq_console_script(argv0: str) -> bool:
@@ -50,7 +65,7 @@ def install_error_hook() -> None:
         exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None
     ) -> None:
         if isinstance(exc, SeqKDError):
-            print(f"fairseq-seqkd: error: {user_error_message(exc)}", file=sys.stderr)
+            print_user_error("fairseq-seqkd", exc)
         else:
             previous(exc_type, exc, tb)
 

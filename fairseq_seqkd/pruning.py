@@ -30,8 +30,9 @@ __all__ = [
     "SCHEMES",
     "SparsityRow",
     "apply_masks",
+    "check_ratio",
+    "check_scheme",
     "compute_masks",
-    "count_parameters",
     "cubic_sparsity",
     "format_sparsity_table",
     "group_tied",
@@ -94,14 +95,19 @@ def select_prunable(
     return selected
 
 
-def _check_ratio(ratio: float) -> None:
-    if not (0.0 <= ratio < 1.0):  # also rejects NaN
-        raise ValueError(f"--prune-ratio must be in [0, 1), got {ratio}")
+def check_ratio(ratio: float, option: str = "--prune-ratio") -> float:
+    """``ratio`` as a float in [0, 1) (1 would prune every weight), else a one-line error."""
+    value = float(ratio)
+    if not (0.0 <= value < 1.0):  # also rejects NaN
+        raise SeqKDError(f"{option} must be in [0, 1), got {ratio}")
+    return value
 
 
-def _check_scheme(scheme: str) -> None:
+def check_scheme(scheme: str) -> str:
+    """``scheme`` if it is one of :data:`SCHEMES`, else a one-line error."""
     if scheme not in SCHEMES:
-        raise ValueError(f"--prune-scheme must be one of {', '.join(SCHEMES)}; got {scheme!r}")
+        raise SeqKDError(f"--prune-scheme must be one of {', '.join(SCHEMES)}; got {scheme!r}")
+    return scheme
 
 
 def _num_to_prune(ratio: float, n: int) -> int:
@@ -151,8 +157,8 @@ def compute_masks(
     tensor. Ties are broken by position (mapping order, then flattened index) so results
     are deterministic. Masks live on each weight's device.
     """
-    _check_ratio(ratio)
-    _check_scheme(scheme)
+    check_ratio(ratio)
+    check_scheme(scheme)
     if ratio == 0.0:
         return {name: torch.ones_like(w, dtype=torch.bool) for name, w in weights.items()}
     if scheme == "class-uniform":
@@ -209,7 +215,7 @@ def cubic_sparsity(
         raise ValueError(
             f"--prune-end-update ({end_step}) must be >= --prune-at-update ({start_step})"
         )
-    _check_ratio(final_ratio)
+    check_ratio(final_ratio)
     if not (0.0 <= initial_ratio <= final_ratio):
         raise ValueError(
             f"initial sparsity must be in [0, --prune-ratio={final_ratio}], got {initial_ratio}"
@@ -279,15 +285,6 @@ def format_sparsity_table(rows: Iterable[SparsityRow]) -> str:
     out += [line(n, s, k, f"{100 * sp:.2f}%") for n, s, k, sp in body]
     out += [rule, line(*total[:3], f"{100 * total[3]:.2f}%")]
     return "\n".join(out)
-
-
-def count_parameters(tensors: Iterable[Tensor]) -> tuple[int, int]:
-    """``(total, nonzero)`` element counts, e.g. to report the pruned model size."""
-    total = nonzero = 0
-    for t in tensors:
-        total += t.numel()
-        nonzero += int(torch.count_nonzero(t.detach()).item())
-    return total, nonzero
 
 
 def _storage_key(t: Tensor) -> tuple:

@@ -33,8 +33,9 @@ from torch import Tensor
 from .errors import SeqKDError
 from .pruning import (
     DEFAULT_PRUNE_PARAMS,
-    SCHEMES,
     apply_masks,
+    check_ratio,
+    check_scheme,
     compute_masks,
     cubic_sparsity,
     format_sparsity_table,
@@ -94,12 +95,8 @@ class PruningSchedule:
 
 def schedule_from_config(cfg: Any) -> PruningSchedule:
     """Validate the ``--prune-*`` options; one :class:`SeqKDError` line per problem."""
-    ratio = float(cfg.prune_ratio)
-    if not 0.0 <= ratio < 1.0:  # also rejects NaN
-        raise SeqKDError(f"--prune-ratio must be in [0, 1), got {cfg.prune_ratio}")
-    scheme = _choice(cfg.prune_scheme)
-    if scheme not in SCHEMES:
-        raise SeqKDError(f"--prune-scheme must be one of {', '.join(SCHEMES)}; got {scheme!r}")
+    ratio = check_ratio(cfg.prune_ratio)
+    scheme = check_scheme(_choice(cfg.prune_scheme))
     schedule = _choice(getattr(cfg, "prune_schedule", "one-shot"))
     if schedule not in SCHEDULES:
         raise SeqKDError(

@@ -7,6 +7,9 @@ checkpoint, so a teacher registered as a submodule would be trained and saved wi
 
 import logging
 import os
+import pickle
+import re
+import zipfile
 from collections.abc import Sequence
 from typing import Any
 
@@ -30,17 +33,87 @@ def split_paths(path_spec: str, option: str = "--teacher-path") -> list[str]:
 
 
 def load_checkpoint_state(path: str, option: str = "--teacher-path") -> dict[str, Any]:
-    """fairseq's own checkpoint reader, with one-line errors naming the file."""
+    """fairseq's own checkpoint reader, with one-line errors naming the file.
+
+    A file that is not a fairseq checkpoint (not what ``torch.save`` writes, truncated, refused
+    by the safe unpickler, or without a ``model`` and a ``cfg``) is the user's error; a
+    well-formed checkpoint that fairseq or torch fails to read is not, and keeps its traceback.
+    """
     if not os.path.isfile(path):
         raise SeqKDError(f"{option}: {path} does not exist")
     try:
         state = checkpoint_utils.load_checkpoint_to_cpu(path)
-    except Exception as exc:  # torch raises many types for a file that is not a checkpoint
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise SeqKDError(f"{option}: {path} is not a fairseq checkpoint ({first_line})") from exc
+    except PermissionError as exc:
+        raise SeqKDError(f"{option}: cannot read {path} ({exc.strerror})") from exc
+    except Exception as exc:  # torch and fairseq raise many types; the file itself decides
+        reason = why_not_a_checkpoint(path)
+        if reason is None:
+            raise
+        raise SeqKDError(f"{option}: {path} is not a fairseq checkpoint ({reason})") from exc
     if not isinstance(state, dict) or "model" not in state or state.get("cfg") is None:
         raise SeqKDError(f"{option}: {path} is not a fairseq checkpoint (no 'model'/'cfg' entry)")
     return state
+
+
+_ZIP_MAGIC = b"PK\x03\x04"
+_PICKLE_PROTOCOL = b"\x80"  # torch's legacy format starts with a pickle of its magic number
+
+
+def why_not_a_checkpoint(path: str) -> str | None:
+    """Why ``path`` is not a fairseq checkpoint, or None when it looks like one.
+
+    Called after a failed load: the file is read again with torch's safe unpickler and no
+    fairseq code, so an error that a well-formed checkpoint raises (a fairseq or torch version
+    problem) is not mistaken for a bad file.
+    """
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+    if not head:
+        return "empty file"
+    if not (head.startswith(_ZIP_MAGIC) or head.startswith(_PICKLE_PROTOCOL)):
+        return "not a file torch.save wrote"
+    if head.startswith(_ZIP_MAGIC):
+        if not zipfile.is_zipfile(path):
+            return "truncated or corrupt zip archive"
+        with zipfile.ZipFile(path) as archive:
+            if not any(name.endswith("/data.pkl") for name in archive.namelist()):
+                return "a zip archive without the data.pkl of torch.save"
+    try:
+        # memory-mapped when it can be: tensors are not read, only the pickled structure
+        state = torch.load(path, map_location="cpu", weights_only=True,
+                           mmap=head.startswith(_ZIP_MAGIC))
+    except pickle.UnpicklingError as exc:
+        refused = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+        if refused:
+            return f"it pickles {refused.group(1)}, which torch's safe unpickler refuses"
+        detail = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", str(exc))
+        return ("torch's safe unpickler refuses it: "
+                f"{detail.group(1) if detail else _first_line(exc)}")
+    except EOFError:
+        return "truncated file"
+    has_cfg = isinstance(state, dict) and (state.get("cfg") is not None
+                                           or state.get("args") is not None)
+    if not has_cfg or "model" not in state:
+        return f"a {type(state).__name__} without 'model' and 'cfg' entries"
+    return None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def load_dictionary(path: str, what: str) -> Dictionary:
+    """fairseq's ``Dictionary.load``, its errors for a malformed file (bad line, duplicate
+    symbol, not UTF-8) as one line naming ``what`` and the file."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return Dictionary.load(handle)
+    except UnicodeDecodeError as exc:
+        raise SeqKDError(f"{what}: {path} is not UTF-8 text (byte {exc.start})") from exc
+    except (ValueError, RuntimeError) as exc:  # fairseq's bad-line and duplicate-symbol errors
+        raise SeqKDError(f"{what}: {path} is not a fairseq dictionary ({_first_line(exc)})"
+                         ) from exc
 
 
 def first_difference(a: Dictionary, b: Dictionary) -> tuple[int, str, str] | None:
@@ -84,7 +157,8 @@ def teacher_dictionaries(
     files = [os.path.join(directory, f"dict.{lang}.txt") for lang in (src, tgt)]
     if not directory or not all(os.path.isfile(f) for f in files):
         return None
-    return Dictionary.load(files[0]), Dictionary.load(files[1])
+    what = "--teacher-data" if data_dir else f"teacher {path}"
+    return load_dictionary(files[0], what), load_dictionary(files[1], what)
 
 
 def embedding_rows(state: dict[str, Any], side: str) -> int | None:

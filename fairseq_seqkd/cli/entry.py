@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ..errors import SeqKDError, user_error_message
+from ..errors import SeqKDError, print_user_error, user_error_message
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -24,8 +24,9 @@ def run_main(
 ) -> int:
     """Run ``run(argv)``: bad input is one line on stderr and exit 1, never a traceback.
 
-    Bad input is a :class:`SeqKDError` or a missing file the error names; anything else (an
-    internal ``ValueError`` or ``OSError`` too) propagates with its traceback.
+    Bad input is a :class:`SeqKDError`; anything else (an internal ``ValueError``,
+    ``OSError`` or missing file too) propagates with its traceback. ``SEQKD_DEBUG=1`` prints
+    the traceback behind a one-line error as well.
 
     ``argv`` None means a console script: fairseq's imports leave the root logger at DEBUG, so
     logging is set up the way fairseq's own CLIs do.
@@ -47,10 +48,9 @@ def run_main(
         print(f"\n{prog}: interrupted; run it again to resume", file=sys.stderr)
         return 130
     except Exception as exc:
-        message = user_error_message(exc)
-        if message is None:
+        if user_error_message(exc) is None:
             raise
-        print(f"{prog}: error: {message}", file=sys.stderr)
+        print_user_error(prog, exc)
         return 1
 
 

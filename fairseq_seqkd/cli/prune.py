@@ -27,10 +27,10 @@ from fairseq_seqkd.checkpoints import (
     save_atomic,
 )
 from fairseq_seqkd.cli.entry import OneLineParser, run_main
-from fairseq_seqkd.errors import SeqKDError
 from fairseq_seqkd.pruning import (
     DEFAULT_PRUNE_PARAMS,
     SCHEMES,
+    check_ratio,
     format_sparsity_table,
     sparsity_table,
 )
@@ -58,8 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _run(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
-    if not 0.0 <= args.prune_ratio < 1.0:
-        raise SeqKDError(f"--prune-ratio must be in [0, 1), got {args.prune_ratio}")
+    check_ratio(args.prune_ratio)  # before the checkpoint is read
     check_output(args.output, [args.input])
     state = load_checkpoint_state(args.input, "--input")
     before = parameter_counts(state["model"])

@@ -19,14 +19,12 @@ import signal
 import sys
 import threading
 from collections.abc import Iterator, Sequence
-from pathlib import Path
-from typing import IO
 
 from fairseq_seqkd.atomic import atomic_open
 from fairseq_seqkd.cli.entry import OneLineParser, run_main
 from fairseq_seqkd.deploy.translator import TranslateStats, Translator
 from fairseq_seqkd.errors import SeqKDError
-from fairseq_seqkd.experiments.corpus import count_lines
+from fairseq_seqkd.textfiles import count_lines, decode_lines, iter_text_lines
 
 PROG = "seqkd-translate"
 FILE_BUFFER = 1024  # lines sorted into batches together when reading a file
@@ -59,17 +57,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def read_lines(handle: IO[bytes], name: str) -> Iterator[str]:
-    """UTF-8 lines without their line ends; a line that is not UTF-8 is an error naming it."""
-    for number, raw in enumerate(handle, start=1):
-        try:
-            line = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise SeqKDError(f"{name}: line {number} is not valid UTF-8 ({exc.reason} at byte "
-                             f"{exc.start})") from exc
-        yield line.rstrip("\r\n")
-
-
 def _check(args: argparse.Namespace) -> None:
     for option in ("beam", "batch_size", "threads", "buffer_size"):
         value = getattr(args, option)
@@ -96,33 +83,28 @@ def _run(argv: Sequence[str]) -> int:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _raise_interrupt)  # no partial --output on kill
     stats = TranslateStats()
-    name = args.input or "<stdin>"
     buffer = args.buffer_size or (FILE_BUFFER if args.input else args.batch_size)
-    source = open(args.input, "rb") if args.input else sys.stdin.buffer  # noqa: SIM115
-    try:
-        lines: Iterator[str] = read_lines(source, name)
-        if args.input and not args.no_progress_bar:
-            from tqdm import tqdm
+    lines: Iterator[str] = (iter_text_lines(args.input) if args.input
+                            else decode_lines(sys.stdin.buffer, "<stdin>"))
+    if args.input and not args.no_progress_bar:
+        from tqdm import tqdm
 
-            lines = iter(tqdm(lines, total=count_lines(Path(args.input)), unit=" lines",
-                              file=sys.stderr, desc=PROG, leave=False))
-        outputs = translator.translate_stream(
-            lines, beam=args.beam, batch_size=args.batch_size, buffer_size=buffer,
-            stats=stats, max_len_a=args.max_len_a, max_len_b=args.max_len_b,
-        )
-        if args.output is None:
+        lines = iter(tqdm(lines, total=count_lines(args.input), unit=" lines",
+                          file=sys.stderr, desc=PROG, leave=False))
+    outputs = translator.translate_stream(
+        lines, beam=args.beam, batch_size=args.batch_size, buffer_size=buffer,
+        stats=stats, max_len_a=args.max_len_a, max_len_b=args.max_len_b,
+    )
+    if args.output is None:
+        for out in outputs:
+            sys.stdout.write(out + "\n")
+            if buffer <= args.batch_size:
+                sys.stdout.flush()
+        sys.stdout.flush()
+    else:
+        with atomic_open(args.output) as handle:
             for out in outputs:
-                sys.stdout.write(out + "\n")
-                if buffer <= args.batch_size:
-                    sys.stdout.flush()
-            sys.stdout.flush()
-        else:
-            with atomic_open(args.output) as handle:
-                for out in outputs:
-                    handle.write(out + "\n")
-    finally:
-        if args.input:
-            source.close()
+                handle.write(out + "\n")
     print(f"{PROG}: {stats.describe(translator.max_source_tokens)} (beam {args.beam}, batch "
           f"{args.batch_size}, {args.threads} thread(s))", file=sys.stderr)
     return 0

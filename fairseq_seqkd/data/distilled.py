@@ -15,6 +15,7 @@ refused; rebuild it with ``--fallback gold`` to interpolate.
 from __future__ import annotations
 
 import os
+import struct
 from typing import Any
 
 import numpy as np
@@ -24,7 +25,7 @@ from fairseq.data import BaseWrapperDataset, Dictionary, FairseqDataset, data_ut
 from fairseq.data import indexed_dataset as fairseq_indexed
 
 from ..errors import SeqKDError
-from ..teacher import first_difference
+from ..teacher import first_difference, load_dictionary
 
 OPTION = "--distilled-data"
 KEPT_INDICES_SUFFIX = ".kept-indices"
@@ -36,10 +37,7 @@ def check_dictionary_file(path: str, expected: Dictionary, what: str) -> None:
         raise SeqKDError(
             f"{OPTION}: {path} is missing; expected a data-bin written by seqkd-build"
         )
-    try:
-        found = Dictionary.load(path)
-    except Exception as exc:  # fairseq raises ValueError/RuntimeError for a malformed file
-        raise SeqKDError(f"{OPTION}: {path} is not a fairseq dictionary ({exc})") from exc
+    found = load_dictionary(path, OPTION)
     diff = first_difference(found, expected)
     if diff is not None:
         i, a, b = diff
@@ -68,13 +66,23 @@ def _exists(path: str, impl: str | None) -> bool:
     return impl is not None and fairseq_indexed.dataset_exists(path, impl)
 
 
-def _load(path: str, dictionary: Dictionary, impl: str | None) -> Any:
+# what fairseq's indexed-dataset readers raise for a truncated or foreign .idx/.bin: the
+# header's assert, a short buffer (numpy, struct), an empty file that cannot be memory-mapped
+CORRUPT_INDEX_ERRORS: tuple[type[Exception], ...] = (AssertionError, ValueError, struct.error)
+
+
+def load_split(prefix: str, dictionary: Dictionary, what: str, impl: str | None = None) -> Any:
+    """fairseq's indexed dataset at ``prefix`` (``impl``, or inferred from the files), with
+    one-line errors naming ``what`` and the files when they are missing or corrupt."""
+    impl = impl or fairseq_indexed.infer_dataset_impl(prefix)
+    if impl is None:
+        raise SeqKDError(f"{what}: {prefix}.bin/.idx not found")
     try:
-        dataset = data_utils.load_indexed_dataset(path, dictionary, impl)
-    except Exception as exc:  # a truncated .bin/.idx raises from numpy or struct
-        raise SeqKDError(f"{OPTION}: cannot read {path}.bin/.idx ({exc})") from exc
+        dataset = data_utils.load_indexed_dataset(prefix, dictionary, impl)
+    except CORRUPT_INDEX_ERRORS as exc:
+        raise SeqKDError(f"{what}: cannot read {prefix}.bin/.idx ({exc})") from exc
     if dataset is None:
-        raise SeqKDError(f"{OPTION}: cannot read {path}.bin/.idx")
+        raise SeqKDError(f"{what}: cannot read {prefix}.bin/.idx")
     return dataset
 
 
@@ -120,7 +128,7 @@ def attach_distilled_targets(
     impl = cfg.dataset_impl
     prefix = _split_prefix(directory, split, src, tgt, impl)
     target_path = prefix + tgt
-    distilled = _load(target_path, tgt_dict, impl)
+    distilled = load_split(target_path, tgt_dict, OPTION, impl)
     gold_name = os.path.join(utils.split_paths(cfg.data)[0], f"{split}.*")
     if len(distilled) != len(dataset):
         raise SeqKDError(
@@ -130,7 +138,7 @@ def attach_distilled_targets(
         )
     # same source lengths sentence by sentence: catches data built from another corpus
     if not cfg.truncate_source and _exists(prefix + src, impl):
-        source = _load(prefix + src, src_dict, impl)
+        source = load_split(prefix + src, src_dict, OPTION, impl)
         source_sizes = np.array(source.sizes)  # a copy: the mmap closes with `source`
         del source
         gold_sizes = np.asarray(dataset.src_sizes)

@@ -45,6 +45,7 @@ from torch import Tensor
 
 from ..atomic import atomic_open, atomic_write_text, replace_synced
 from ..errors import SeqKDError
+from .distilled import CORRUPT_INDEX_ERRORS
 
 CACHE_FORMAT = 1
 STORAGE = {"float16": (np.float16, np.uint16), "float32": (np.float32, np.uint32)}
@@ -239,7 +240,7 @@ class TeacherCache:
                 raise SeqKDError(f"{OPTION}: {f} is missing (an interrupted cache job?)")
         try:
             index = MMapIndexedDataset.Index(index_file_path(prefix))
-        except Exception as exc:
+        except CORRUPT_INDEX_ERRORS as exc:
             raise SeqKDError(
                 f"{OPTION}: {index_file_path(prefix)} is truncated or corrupt"
             ) from exc

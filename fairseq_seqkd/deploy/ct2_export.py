@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -29,6 +28,7 @@ from typing import Any
 from ..atomic import umask
 from ..checkpoints import fmt_count, parameter_counts, save_atomic
 from ..errors import SeqKDError
+from ..stages import file_sha256
 from .stock import load_export_state
 
 QUANTIZATIONS: tuple[str, ...] = ("int8", "int8_float32", "int16", "float16", "float32")
@@ -93,14 +93,6 @@ def read_manifest(directory: str) -> Manifest:
     return manifest
 
 
-def sha256_file(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _check_output_dir(output: str, force: bool) -> None:
     if os.path.isfile(output):
         raise SeqKDError(f"--output {output} is a file; --format ctranslate2 writes a directory")
@@ -122,7 +114,7 @@ def _check_spm(spm_model: str | None) -> None:
 
     try:
         sentencepiece.SentencePieceProcessor(model_file=spm_model)
-    except Exception as exc:  # sentencepiece raises RuntimeError/OSError for a bad file
+    except RuntimeError as exc:  # sentencepiece's "could not parse ModelProto"
         raise SeqKDError(f"--spm-model {spm_model} is not a sentencepiece model") from exc
 
 
@@ -235,7 +227,7 @@ def export_ctranslate2(
 
         manifest = Manifest(
             source_checkpoints=[os.path.abspath(p) for p in paths],
-            source_sha256=[sha256_file(p) for p in paths],
+            source_sha256=[file_sha256(p) for p in paths],
             quantization=quantization,
             architecture={k: model_cfg[k] for k in _ARCH_FIELDS if k in model_cfg},
             source_lang=src, target_lang=tgt, parameters=total, nonzero=nonzero,

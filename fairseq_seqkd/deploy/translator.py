@@ -89,7 +89,7 @@ class Translator:
                 model_dir, device=device, compute_type=compute_type, inter_threads=1,
                 intra_threads=threads,
             )
-        except (RuntimeError, ValueError) as exc:
+        except RuntimeError as exc:  # CTranslate2's errors for an unreadable model.bin
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise SeqKDError(f"{model_dir}: CTranslate2 cannot load the model ({first})") from exc
         self._spm = None

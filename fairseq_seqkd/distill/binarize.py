@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -116,14 +116,18 @@ def copy_file(src: str, dst: str) -> None:
         raise
 
 
-def token_lines(dataset: Any, dictionary: Dictionary) -> list[str]:
-    """Every sentence as space-separated subword tokens, as ``Dictionary.string`` renders it
-    (EOS and BOS dropped, unknown words as ``<unk>``), which is the n-best file's format."""
+def iter_token_lines(dataset: Any, dictionary: Dictionary) -> Iterator[str]:
+    """Each sentence in index order as space-separated subword tokens, as ``Dictionary.string``
+    renders it (EOS and BOS dropped, unknown words as ``<unk>``), which is the n-best file's
+    format; one sentence in memory at a time."""
     symbols = dictionary.symbols
     ignore = {dictionary.eos()}
     if hasattr(dictionary, "bos_index"):
         ignore.add(dictionary.bos())
-    lines = []
     for i in range(len(dataset)):
-        lines.append(" ".join(symbols[t] for t in dataset[i].tolist() if t not in ignore))
-    return lines
+        yield " ".join(symbols[t] for t in dataset[i].tolist() if t not in ignore)
+
+
+def token_lines(dataset: Any, dictionary: Dictionary) -> list[str]:
+    """:func:`iter_token_lines` as a list."""
+    return list(iter_token_lines(dataset, dictionary))

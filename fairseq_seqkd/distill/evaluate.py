@@ -23,6 +23,7 @@ from typing import Any
 
 from ..commands import console_script
 from ..errors import SeqKDError
+from ..textfiles import read_text_lines
 from .nbest import GenerateOutput, parse_generate_output, read_generate_output
 
 __all__ = [
@@ -34,7 +35,6 @@ __all__ = [
     "format_scores",
     "parse_decoding",
     "read_decoding",
-    "read_references",
 ]
 
 
@@ -89,17 +89,6 @@ def parse_decoding(text: str, source: str = "<fairseq-generate output>") -> Deco
 def read_decoding(path: str | os.PathLike) -> Decoding:
     """:func:`decoding` of a fairseq-generate output file (stdout or ``--results-path``)."""
     return decoding(read_generate_output(path, nbest=False), os.fspath(path))
-
-
-def read_references(path: str | os.PathLike) -> list[str]:
-    """Raw reference text, line i = sentence i (a final newline ends the last line)."""
-    try:
-        lines = Path(path).read_text(encoding="utf-8").split("\n")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SeqKDError(f"cannot read {path}: {exc}") from None
-    if lines and lines[-1] == "":
-        lines.pop()
-    return [line.removesuffix("\r") for line in lines]
 
 
 def bleu(hypotheses: Sequence[str], *references: Sequence[str]) -> tuple[float, str]:
@@ -166,7 +155,7 @@ def evaluate_checkpoints(data: str | os.PathLike, models: Sequence[tuple[str, st
     ``data``, against the raw ``reference`` text of that subset."""
     if not beams or any(b < 1 for b in beams):
         raise SeqKDError(f"beam sizes must be >= 1, got {list(beams)}")
-    refs = read_references(reference)
+    refs = read_text_lines(os.fspath(reference))
     scores = []
     for name, checkpoint in models:
         if not os.path.isfile(checkpoint):

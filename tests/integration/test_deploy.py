@@ -250,7 +250,7 @@ def test_translate_bad_lines_empty_lines_and_long_lines(ct2, tmp_path):
     out = tmp_path / "out.txt"
     proc = run_cli("seqkd-translate", ct2["int8"], "--input", bad, "--output", out,
                    "--buffer-size", "1", check=False)
-    _one_line_error(proc, "seqkd-translate", "bad.txt", "line 2", "UTF-8")
+    _one_line_error(proc, "seqkd-translate", "bad.txt:2: invalid UTF-8")
     assert not out.exists() and leftovers(tmp_path) == []
 
     text = "w1 w2 w3\n\nw4 w5\n   \n" + " ".join(["w7"] * 1500) + "\nw6\n"

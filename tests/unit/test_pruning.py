@@ -11,13 +11,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+from fairseq_seqkd.checkpoints import parameter_counts, prune_state
+from fairseq_seqkd.errors import SeqKDError
 from fairseq_seqkd.pruning import (
     DEFAULT_PRUNE_PARAMS,
     SCHEMES,
     SparsityRow,
     apply_masks,
+    check_ratio,
     compute_masks,
-    count_parameters,
     cubic_sparsity,
     format_sparsity_table,
     select_prunable,
@@ -199,6 +201,26 @@ def test_bad_ratio_message() -> None:
     assert str(err.value) == "--prune-ratio must be in [0, 1), got 1.2"
 
 
+@pytest.mark.parametrize("ratio", [1.0, -0.1, math.nan, "0.5x"])
+def test_every_ratio_check_is_the_one_check(ratio) -> None:
+    """compute_masks, the gradual schedule and seqkd-prune's prune_state refuse a bad ratio
+    with the one message of check_ratio, a one-line user error."""
+    with pytest.raises((SeqKDError, ValueError)) as expected:
+        check_ratio(ratio)
+    calls = [
+        lambda: compute_masks(_hand_weights(), ratio, "class-blind"),
+        lambda: cubic_sparsity(0, ratio, 0, 10),
+        lambda: prune_state({"model": dict(_hand_weights())}, ratio, "class-blind", None),
+    ]
+    for call in calls:
+        with pytest.raises(type(expected.value)) as got:
+            call()
+        assert str(got.value) == str(expected.value)
+    if isinstance(ratio, float):
+        assert isinstance(expected.value, SeqKDError)
+    assert check_ratio("0.25") == 0.25 and check_ratio(0) == 0.0
+
+
 def test_bad_scheme() -> None:
     with pytest.raises(ValueError, match="--prune-scheme") as err:
         compute_masks(_hand_weights(), 0.5, "class-random")
@@ -377,9 +399,20 @@ def test_sparsity_table_and_format() -> None:
     assert lines[-1].split() == ["TOTAL", "-", "7/10", "30.00%"]
 
 
-def test_count_parameters() -> None:
-    assert count_parameters([T([[0.0, 1.0], [2.0, 0.0]]), torch.zeros(3), torch.ones(5)]) == (12, 7)
-    assert count_parameters([]) == (0, 0)
+def test_parameter_counts_count_tied_tensors_once_and_skip_buffers() -> None:
+    weight = T([[0.0, 1.0], [2.0, 0.0]])
+    state = {
+        "encoder.embed_tokens.weight": weight,
+        "decoder.embed_tokens.weight": weight,  # tied: one storage
+        "decoder.output_projection.weight": weight.clone(),  # tied, saved from GPU: a copy
+        "encoder.layers.0.bias": torch.zeros(3),
+        "decoder.layers.0.weight": torch.ones(5),
+        "encoder.version": T([3.0]),  # fairseq's buffers are not parameters
+        "decoder.embed_positions._float_tensor": T([1.0]),
+        "step": torch.tensor(7),  # not floating point
+    }
+    assert parameter_counts(state) == (12, 7)
+    assert parameter_counts({}) == (0, 0)
     model = _TinyTransformer()
     total = sum(p.numel() for p in model.parameters())
-    assert count_parameters(model.parameters())[0] == total
+    assert parameter_counts(model.state_dict())[0] == total
