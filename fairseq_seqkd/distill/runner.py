@@ -117,7 +117,11 @@ def load_models(
                 num_shards=cfg.checkpoint.checkpoint_shard_count,
                 state=state,
             )
-        except (OSError, RuntimeError, KeyError) as exc:
+        except (OSError, KeyError, RuntimeError) as exc:
+            # a missing file, a checkpoint without the expected entries, or weights of another
+            # architecture (torch's state-dict mismatch); any other RuntimeError is no user error
+            if isinstance(exc, RuntimeError) and "loading state_dict" not in str(exc):
+                raise
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise SeqKDError(f"--path: cannot load {path} into the task's model ({first})") from exc
         models.extend(loaded)
