@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Kim & Rush (2016) on Multi30k en-de (issues 6 and 14): every row of the paper's Table 1 with
-# each model trained until validation stops improving (--patience), last-5 checkpoint averaging,
-# Seq-Inter from the 20-best, the Seq-KD student pruned gradually (class-blind 50/80/90 %,
-# class-uniform and class-distribution at 80 %), 3 seeds of the baseline, Seq-KD and the best
-# row, Seq-KD data from Teacher + Seq-Inter, the deployment (issue 11) and on-policy (issue 13)
-# rows, and CPU decoding speed. Writes docs/results/multi30k.md, its plot (.png) and the stage
-# logs (multi30k-logs/).
+# Kim & Rush (2016) on Multi30k en-de: every row of the paper's Table 1 with each model
+# trained until validation stops improving (--patience), last-5 checkpoint averaging, Seq-Inter
+# from the 20-best, the Seq-KD student pruned gradually (class-blind 50/80/90 %, class-uniform
+# and class-distribution at 80 %), 3 seeds of the baseline, Seq-KD and the best row, Seq-KD
+# data from Teacher + Seq-Inter, the deployment (CTranslate2) and on-policy (GKD) rows, CPU
+# decoding speed, and the preset's targets judged against the run. Writes
+# docs/results/multi30k.md, its plot (.png) and the stage logs (multi30k-logs/).
 #
 #   examples/multi30k/run.sh [CORPUS_DIR] [seqkd-benchmark options...]
 #
@@ -14,8 +14,8 @@
 # default runs/multi30k: data, checkpoints; not committed), DOC (results page, default
 # docs/results/multi30k.md). The whole benchmark is two runs of about 3 and 4 hours on 2 CPU
 # cores (~20,000 and ~29,000 CPU-seconds at the epoch caps, from measured stage costs; the
-# multi30k preset in fairseq_seqkd/experiments/benchmark.py shows the per-stage estimate), in the
-# same OUT:
+# multi30k preset in fairseq_seqkd/experiments/benchmark_presets.py shows the per-stage
+# estimate), in the same OUT:
 #
 #   examples/multi30k/run.sh --part table1   # Table 1, averaging, pruning 80/90 %, speed
 #   examples/multi30k/run.sh --part extra    # stronger source, seeds, 20-best, pruning 50 %

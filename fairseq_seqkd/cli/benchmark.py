@@ -31,6 +31,7 @@ from fairseq_seqkd.cli.demo import (
 )
 from fairseq_seqkd.cli.entry import OneLineParser, run_main
 from fairseq_seqkd.experiments.benchmark import BENCHMARK_PRESETS, PARTS, Benchmark
+from fairseq_seqkd.experiments.benchmark_page import write_report
 
 PROG = "seqkd-benchmark"
 
@@ -46,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="working directory: data, checkpoints, logs (default: "
                         "runs/benchmark)")
     parser.add_argument("--preset", default="multi30k", choices=sorted(BENCHMARK_PRESETS),
-                        help="model sizes and epochs: multi30k (default) or ci (seconds, tests)")
+                        help="model sizes, epochs and targets: multi30k (default) or ci (seconds, "
+                        "tests)")
     parser.add_argument("--doc", metavar="FILE.md",
                         help="also write the results page here, its plot beside it (.png) and "
                         "the stage logs in FILE-logs/ (paths shown as $OUT)")
@@ -90,7 +92,7 @@ def _run(argv: Sequence[str] | None) -> int:
               f"{args.threads} thread(s) -> {args.out}", flush=True)
         stop_on_sigterm()
         bench.run()
-    table, _ = bench.report(doc=args.doc, analysis=args.analysis)
+    table, _ = write_report(bench, doc=args.doc, analysis=args.analysis)
     print()
     print(table)
     where = os.path.join(args.out, "results.md") + (f" and {args.doc}" if args.doc else "")
