@@ -8,14 +8,14 @@
         --source ../shared/data/multi30k-en-de/test.src \\
         --reference ../shared/data/multi30k-en-de/test.tgt --work runs/decode-speed
 
-Rows (issue 11): teacher in fairseq with beam 5 (the reference), teacher in CTranslate2 int8
+Rows: teacher in fairseq with beam 5 (the reference), teacher in CTranslate2 int8
 with beam 5 (the same-engine reference), the student in fairseq greedy, in CTranslate2 float32
 and int8 greedy, and the deep-encoder shallow-decoder student in CTranslate2 int8 greedy; at
 batch 1 and 64, one thread. Columns: output tokens/s, speed-up over the reference at the same
 batch size, sacrebleu BLEU on detokenized text, parameters, size on disk. Every model is first
 exported (``seqkd-export``: stock fairseq checkpoints for the fairseq rows, CTranslate2
 directories for the others), so sizes compare weights with weights. Prints the table and
-whether issue 11's targets are met.
+whether the deployment targets are met.
 """
 
 from __future__ import annotations

@@ -168,7 +168,7 @@ def deployment_targets(rows: Sequence[SpeedRow], reference: str, same_engine: st
                        deployed: Sequence[str], fairseq_student: dict[str, str],
                        min_speedup: float = 25.0, max_bleu_drop: float = 0.5,
                        min_same_engine: float = 8.0) -> list[Target]:
-    """Issue 11's targets: the best deployed student at ``min_speedup`` x the reference at
+    """The deployment targets: the best deployed student at ``min_speedup`` x the reference at
     every batch size and within ``max_bleu_drop`` BLEU of the same student in fairseq, and the
     same-engine ratio. ``fairseq_student`` maps a deployed label to its fairseq twin's label.
 

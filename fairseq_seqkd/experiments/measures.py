@@ -1,6 +1,7 @@
-"""Pure helpers behind the benchmark page's v2 sections (issue 14): seed statistics, the
-"smaller than two standard deviations" mark, a model's per-matrix sparsity, and the numbers
-read back from fairseq's logs (validation curve, reference scores). No fairseq import."""
+"""Pure helpers behind the benchmark page's seeds, averaging and pruning sections: seed
+statistics, the "smaller than two standard deviations" mark, a model's per-matrix sparsity,
+and the numbers read back from fairseq's logs (validation curve, reference scores). No fairseq
+import."""
 
 from __future__ import annotations
 

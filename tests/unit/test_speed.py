@@ -1,4 +1,4 @@
-"""The deployment speed table and issue 11's target verdicts, on hand-made rows."""
+"""The deployment speed table and deployment target verdicts, on hand-made rows."""
 
 from fairseq_seqkd.deploy.speed import SpeedRow, deployment_targets, speed_table
 
