@@ -10,9 +10,11 @@ Teacher, baseline student, Word-KD, Seq-KD, Seq-Inter, Seq-KD + Word-KD, deep-sh
 pruned Seq-KD students are trained with stock ``fairseq-train`` and the project's own tools,
 the Seq-KD students exported to CTranslate2 int8, then every model is decoded greedily and with
 beam search in one process, alone (fairseq's generation pipeline, as ``fairseq-generate`` runs
-it, and ``seqkd-translate``'s Translator). The results table goes to the
-terminal and to ``OUT/results.md`` with a plot ``OUT/results.png``. Completed stages are
-skipped on a second run (delete ``OUT`` to start over).
+it, and ``seqkd-translate``'s Translator). On the built-in corpus a Seq-KD + mono student also
+trains on the teacher's translations of extra generated source sentences (``seqkd-build
+--mono-source``). The results table goes to the terminal and to ``OUT/results.md`` with a plot
+``OUT/results.png``. Completed stages are skipped on a second run (delete ``OUT`` to start
+over).
 """
 
 from __future__ import annotations

@@ -69,6 +69,7 @@ __all__ = [
     "CORPUS_VERSION",
     "DETERMINERS",
     "MAX_REGISTERS",
+    "MONO_FILE",
     "NOUNS",
     "PREPOSITIONS",
     "SPLITS",
@@ -79,7 +80,9 @@ __all__ = [
     "NounPhrase",
     "Sentence",
     "all_register_references",
+    "corpus_files",
     "generate_corpus",
+    "generate_mono",
     "generate_pair",
     "is_mixed",
     "marker_words",
@@ -101,6 +104,8 @@ CORPUS_VERSION = 2
 CANONICAL_REGISTER = 0
 SPLITS = ("train", "valid", "test")
 STAMP_NAME = "corpus.json"
+#: The built-in corpus's monolingual source file (``CorpusSpec.mono`` sentences), in no split.
+MONO_FILE = "mono.src"
 
 _DET_WEIGHTS = {"the": 5, "a": 3}  # others weight 1
 _DETS_SG = tuple(k for k, v in DETERMINERS.items() if v[0] is not None)
@@ -118,7 +123,9 @@ class CorpusSpec:
     pairs per split; valid and test sources are unique and never occur in train. registers:
     number of latent target registers (1..MAX_REGISTERS; 1 gives a unimodal control corpus).
     min_len / max_len: inclusive bounds on the source length in tokens. preferred: probability
-    of the canonical register (the rest is spread evenly over the other registers).
+    of the canonical register (the rest is spread evenly over the other registers). mono: number
+    of extra source sentences without a target (:data:`MONO_FILE`), none of them a source of
+    any split: the text a teacher translates to give its student more distilled data.
     """
 
     seed: int = 1
@@ -129,13 +136,14 @@ class CorpusSpec:
     min_len: int = 6
     max_len: int = 14
     preferred: float = 0.7
+    mono: int = 0
 
     def __post_init__(self) -> None:
         if not 1 <= self.registers <= MAX_REGISTERS:
             raise ValueError(f"registers must be in 1..{MAX_REGISTERS}, got {self.registers}")
         if not 0.0 <= self.preferred <= 1.0:
             raise ValueError(f"preferred must be in [0, 1], got {self.preferred}")
-        if min(self.train, self.valid, self.test) < 0:
+        if min(self.train, self.valid, self.test, self.mono) < 0:
             raise ValueError("split sizes must be non-negative")
         if not 3 <= self.min_len <= self.max_len:
             raise ValueError("need 3 <= min_len <= max_len")
@@ -259,6 +267,14 @@ def generate_corpus(spec: CorpusSpec = CorpusSpec()) -> dict[str, list[tuple[str
     return {split: out[split] for split in SPLITS}
 
 
+def generate_mono(spec: CorpusSpec, corpus: dict[str, list[tuple[str, str]]]) -> list[str]:
+    """``spec.mono`` distinct source sentences from a stream of their own, none of them a
+    source of ``corpus`` (:func:`generate_corpus` of ``spec``): the grammar can draw a
+    sentence of a split again."""
+    held_out = {src for pairs in corpus.values() for src, _ in pairs}
+    return [src for src, _ in _draw(spec, "mono", held_out)]
+
+
 def all_register_references(spec: CorpusSpec, raw: Path, split: str = "test") -> list[list[str]]:
     """Every register's rendering of the built-in corpus's ``split`` (``valid`` or ``test``)
     in ``raw``, one list per register.
@@ -299,32 +315,42 @@ def all_register_references(spec: CorpusSpec, raw: Path, split: str = "test") ->
     return [[tgt for _, tgt in drawn] for drawn in renderings]
 
 
-def _files(out: Path) -> list[Path]:
-    return [out / f"{split}.{side}" for split in SPLITS for side in ("src", "tgt")]
+def corpus_files(out: Path, spec: CorpusSpec) -> list[Path]:
+    """The files :func:`write_corpus` writes for ``spec`` into ``out`` (the stamp aside)."""
+    files = [out / f"{split}.{side}" for split in SPLITS for side in ("src", "tgt")]
+    return [*files, out / MONO_FILE] if spec.mono else files
 
 
 def write_corpus(out_dir: str | Path, spec: CorpusSpec = CorpusSpec()) -> dict[str, int]:
-    """Write ``{train,valid,test}.{src,tgt}`` plus a ``corpus.json`` stamp into ``out_dir``.
+    """Write ``{train,valid,test}.{src,tgt}``, with ``spec.mono`` the source-only
+    :data:`MONO_FILE`, plus a ``corpus.json`` stamp into ``out_dir``.
 
     Files are UTF-8, one whitespace-tokenised sentence per line, line-aligned, each written
     atomically. The stamp's key is ``spec`` and :data:`CORPUS_VERSION`; it records each
     file's digest, so a corpus whose key and files still match is not rewritten (an
     interrupted demo resumes) and any other is generated again. Returns the number of lines
-    per split.
+    per split (and ``mono``'s, when there is one).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     counts = {split: getattr(spec, split) for split in SPLITS}
-    files = _files(out)
+    if spec.mono:
+        counts["mono"] = spec.mono
+    files = corpus_files(out, spec)
     stamp = Stamp(out / STAMP_NAME)
     key = stage_key({"spec": asdict(spec)}, version=str(CORPUS_VERSION))
     if stamp.matches(key, files) and (stamp.read() or {}).get("files") == {
             p.name: file_sha256(p) for p in files}:
         return counts
     stamp.remove()  # never leave a stamp next to partial files
-    for split, pairs in generate_corpus(spec).items():
+    corpus = generate_corpus(spec)
+    for split, pairs in corpus.items():
         for side, column in (("src", 0), ("tgt", 1)):
             atomic_write_text(out / f"{split}.{side}", "".join(p[column] + "\n" for p in pairs))
+    if spec.mono:
+        atomic_write_text(out / MONO_FILE, "".join(s + "\n" for s in generate_mono(spec, corpus)))
+    else:
+        (out / MONO_FILE).unlink(missing_ok=True)  # another spec's: not this corpus's
     stamp.write(key, counts=counts, files={p.name: file_sha256(p) for p in files})
     return counts
 

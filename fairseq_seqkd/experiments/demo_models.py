@@ -12,9 +12,11 @@ __all__ = [
     "MAX_LEN_A",
     "MAX_LEN_B",
     "MODELS",
+    "SEQ_KD_MONO",
     "SRC",
     "TGT",
     "ModelSpec",
+    "demo_rows",
 ]
 
 SRC, TGT = "src", "tgt"
@@ -50,6 +52,21 @@ MODELS: tuple[ModelSpec, ...] = (
     ModelSpec("seq-kd-gkd", "Seq-KD + GKD", "seq-kd-gkd", "models/seq-kd-gkd/checkpoint_best.pt"),
     ModelSpec("pruned", "Seq-KD, pruned (exported)", "export", "export/seq-kd-pruned.pt", False),
 )
+#: The Seq-KD student with more distilled data: trained on the Seq-KD pairs and the teacher's
+#: translations of the built-in corpus's monolingual source text (``CorpusSpec.mono``).
+SEQ_KD_MONO = ModelSpec("seq-kd-mono", "Seq-KD + mono", "seq-kd-mono",
+                        "models/seq-kd-mono/checkpoint_best.pt")
+
+
+def demo_rows(mono: bool) -> tuple[ModelSpec, ...]:
+    """The demo's fairseq rows: :data:`MODELS`, with ``mono`` the Seq-KD + mono row after the
+    Seq-KD one."""
+    if not mono:
+        return MODELS
+    at = [m.key for m in MODELS].index("seq-kd") + 1
+    return (*MODELS[:at], SEQ_KD_MONO, *MODELS[at:])
+
+
 #: On-policy distillation (GKD, Agarwal et al. 2024): the fraction of updates on the student's
 #: own samples, and the demo's beta (GKD's best for translation).
 GKD_LAMBDA = 0.5

@@ -7,15 +7,17 @@ import json
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict
+from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from ..atomic import atomic_write_text
 from ..deploy.ct2_export import read_manifest
 from ..distill.evaluate import bleu
+from ..distill.mono import PROVENANCE_SUFFIX
 from ..errors import SeqKDError
 from ..textfiles import count_lines, read_text_lines
 from .corpus import CANONICAL_REGISTER, all_register_references, mixing_rate, register_of
-from .demo_models import DEPLOYED, MAX_LEN_A, MAX_LEN_B, MODELS
+from .demo_models import DEPLOYED, MAX_LEN_A, MAX_LEN_B, SEQ_KD_MONO, ModelSpec
 from .presets import Preset
 from .report import (
     DIAGNOSTIC_COLUMNS,
@@ -43,9 +45,18 @@ def _every_register(pipeline: Pipeline, warn: TextIO) -> list[list[str]]:
         return []
 
 
+def _distilled_pairs(data: Path) -> dict[str, float]:
+    """The parallel and monolingual pairs of a distilled data-bin's train split, counted from
+    the provenance file ``seqkd-build --mono-source`` writes beside it."""
+    rows = read_text_lines(str(data / f"train{PROVENANCE_SUFFIX}"))[1:]  # after the header
+    parallel = sum(row.startswith("parallel\t") for row in rows)
+    return {"parallel_pairs": parallel, "mono_pairs": len(rows) - parallel}
+
+
 def score_models(pipeline: Pipeline, warn: TextIO = sys.stderr
                  ) -> tuple[list[ModelResult], str]:
-    """Score every evaluated model; returns the rows and sacrebleu's signature."""
+    """Score every evaluated model; returns the rows (``pipeline.models``, then
+    :data:`DEPLOYED`) and sacrebleu's signature."""
     from ..checkpoints import parameter_counts
     from ..teacher import load_checkpoint_state
 
@@ -53,7 +64,7 @@ def score_models(pipeline: Pipeline, warn: TextIO = sys.stderr
     every = _every_register(pipeline, warn)
     preset, out = pipeline.preset, pipeline.out
     rows, signature = [], ""
-    for model in (*MODELS, *DEPLOYED):
+    for model in (*pipeline.models, *DEPLOYED):
         greedy, beamed = pipeline.decoding(model, 1), pipeline.decoding(model, preset.beam)
         bleu_g, signature = bleu(greedy.hypotheses, refs)
         bleu_b, _ = bleu(beamed.hypotheses, refs)
@@ -79,6 +90,8 @@ def score_models(pipeline: Pipeline, warn: TextIO = sys.stderr
             row.extra["canonical_greedy"] = sum(
                 register_of(h, majority=True) == CANONICAL_REGISTER
                 for h in greedy.hypotheses) / max(len(greedy.hypotheses), 1)
+        if model == SEQ_KD_MONO:
+            row.extra.update(_distilled_pairs(pipeline.mono_data))
         if every:
             row.multi_bleu_greedy = bleu(greedy.hypotheses, *every)[0]
             row.multi_bleu_beam = bleu(beamed.hypotheses, *every)[0]
@@ -90,9 +103,45 @@ def score_models(pipeline: Pipeline, warn: TextIO = sys.stderr
     return rows, signature
 
 
-def demo_findings(preset: Preset, rows: Sequence[ModelResult]) -> list[str]:
-    """Plain sentences on the paper's claims, each saying whether this run bears it out."""
-    by = {m.key: r for m, r in zip((*MODELS, *DEPLOYED), rows, strict=True)}
+def _versus(delta: float, above: str, below: str, level: str) -> str:
+    """The words for a difference of ``delta`` BLEU, as printed (two decimals)."""
+    return level if round(delta, 2) == 0 else above if delta > 0 else below
+
+
+def _mono_finding(preset: Preset, teacher: ModelResult, seq: ModelResult,
+                  mono: ModelResult) -> str:
+    """What the Seq-KD + mono row shows against the Seq-KD row and the teacher's beam."""
+    parallel, extra = int(mono.extra["parallel_pairs"]), int(mono.extra["mono_pairs"])
+    epochs = preset.student_epochs if preset.mono_student_epochs is None \
+        else preset.mono_student_epochs
+    # updates scale with the pairs (batches of max_tokens) and the epochs
+    updates = (parallel + extra) / max(parallel, 1) * epochs / preset.student_epochs
+    delta, gap = mono.bleu_greedy - seq.bleu_greedy, mono.bleu_greedy - teacher.bleu_beam
+    return (
+        f"More distilled data: the teacher also translated {preset.corpus.mono:,} generated "
+        f"source sentences that are in no split ({extra:,} kept by the build's filters). The "
+        f"Seq-KD + mono student, trained on {parallel:,} + {extra:,} pairs for {epochs} "
+        + ("epochs as the Seq-KD student" if epochs == preset.student_epochs else
+           f"epochs (the Seq-KD student: {preset.student_epochs})")
+        + f", about {updates:.1f}x the Seq-KD student's updates: greedy "
+        f"{mono.bleu_greedy:.2f} BLEU vs {seq.bleu_greedy:.2f} for the Seq-KD student "
+        f"({delta:+.2f}, "
+        + _versus(delta, "better", "worse", "no difference")
+        + f") and {teacher.bleu_beam:.2f} for the teacher's beam {preset.beam} ({gap:+.2f}: "
+        + _versus(gap, "its greedy output passes its teacher's beam search",
+                  "still below its teacher's beam search",
+                  "level with its teacher's beam search")
+        + "). Part of a difference can come from the number of updates alone (an "
+        "undertrained student gains from more of them): the demo trains no Seq-KD student "
+        "for as many updates."
+    )
+
+
+def demo_findings(preset: Preset, models: Sequence[ModelSpec],
+                  rows: Sequence[ModelResult]) -> list[str]:
+    """Plain sentences on the paper's claims, each saying whether this run bears it out;
+    ``rows`` are :func:`score_models`' (``models``, then :data:`DEPLOYED`)."""
+    by = {m.key: r for m, r in zip((*models, *DEPLOYED), rows, strict=True)}
     teacher, base, seq = by["teacher"], by["baseline"], by["seq-kd"]
     pruned, beam = by["pruned"], preset.beam
 
@@ -117,6 +166,8 @@ def demo_findings(preset: Preset, rows: Sequence[ModelResult]) -> list[str]:
     out.append(f"Seq-KD student greedy vs teacher beam {beam}: {seq.bleu_greedy:.2f} vs "
                f"{teacher.bleu_beam:.2f} BLEU, {seq.speedup_greedy:.1f}x faster, "
                f"{teacher.params / seq.params:.1f}x fewer parameters.")
+    if SEQ_KD_MONO.key in by:
+        out.append(_mono_finding(preset, teacher, seq, by[SEQ_KD_MONO.key]))
     if "canonical_greedy" in base.extra and "canonical_greedy" in seq.extra:
         keys = (("baseline", base), ("Word-KD", by["word-kd"]), ("Seq-KD", seq),
                 ("teacher", teacher))
@@ -152,8 +203,10 @@ def demo_findings(preset: Preset, rows: Sequence[ModelResult]) -> list[str]:
 
 def _notes(pipeline: Pipeline) -> list[str]:
     p, runs = pipeline.preset, pipeline.runs
+    mono = (f", and {p.corpus.mono:,} source sentences in no split for the Seq-KD + mono row"
+            if pipeline.mono is not None else "")
     corpus = ("built-in synthetic corpus "
-              f"({p.corpus.train:,} training pairs, {p.corpus.registers} registers)"
+              f"({p.corpus.train:,} training pairs, {p.corpus.registers} registers{mono})"
               if pipeline.builtin else f"corpus {pipeline.raw.name}")
     notes = [
         f"- Data: {corpus}; joint sentencepiece BPE ({p.vocab_size} pieces); preset "
@@ -211,7 +264,7 @@ def write_report(pipeline: Pipeline, warn: TextIO = sys.stderr
     text = results_markdown(
         rows, title="Sequence-level knowledge distillation: demo results",
         signature=signature, beam=p.beam, mixing=pipeline.builtin,
-        notes=_notes(pipeline), findings=demo_findings(p, rows),
+        notes=_notes(pipeline), findings=demo_findings(p, pipeline.models, rows),
         plot_name=plot_path.name, diagnostics=diagnostics,
     )
     atomic_write_text(out / "results.md", text)

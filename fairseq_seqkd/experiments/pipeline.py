@@ -9,6 +9,9 @@ Stages (each a list of commands; stock fairseq CLIs and the project's own consol
   baseline       fairseq-train, student on the gold data
   build-seq-kd   seqkd-build --strategy seq-kd   (teacher beam search on train, its n-best kept)
   seq-kd         fairseq-train on the distilled data-bin
+  build-seq-kd-mono seqkd-build --mono-source corpus/mono.src (built-in corpus only): the Seq-KD
+                 pairs (a copy of its n-best), then the teacher's translations of more sources
+  seq-kd-mono    fairseq-train on that data-bin, the Seq-KD student's recipe
   pruned         fairseq-train --task translation_kd --prune-ratio 0.8, from the Seq-KD student
   export         seqkd-export, a plain fairseq checkpoint
   deep-shallow   fairseq-train DISTILLED, a deep-encoder, shallow-decoder student (4+1 layers)
@@ -54,7 +57,7 @@ from ..commands import console_script
 from ..distill.build import WORK_DIR
 from ..distill.evaluate import Decoding
 from ..stages import PathNames, Stage, StageRun, StageRunner, stages_needed
-from .corpus import CORPUS_VERSION, SPLITS
+from .corpus import CORPUS_VERSION, MONO_FILE, SPLITS, corpus_files
 from .decode import decoding_json, hypothesis_file, read_decoding_run
 from .demo_models import (
     DEPLOYED,
@@ -63,9 +66,11 @@ from .demo_models import (
     MAX_LEN_A,
     MAX_LEN_B,
     MODELS,
+    SEQ_KD_MONO,
     SRC,
     TGT,
     ModelSpec,
+    demo_rows,
 )
 from .demo_report import write_report
 from .presets import Arch, Preset
@@ -118,6 +123,12 @@ class Pipeline:
         self.plugin = str(Path(__file__).resolve().parent.parent)
         self.spm = self.out / "spm"
         self.data = self.out / "data-bin"
+        #: the built-in corpus's monolingual source text, which the teacher translates for the
+        #: Seq-KD + mono row; None without it (a user's corpus, or a preset without any)
+        self.mono = self.raw / MONO_FILE if self.builtin and preset.corpus.mono else None
+        self.mono_data = self.out / "data-seq-kd-mono"
+        #: the rows decoded by fairseq, in the table's order (DEPLOYED: by CTranslate2)
+        self.models: tuple[ModelSpec, ...] = demo_rows(self.mono is not None)
         self.runs: list[StageRun] = []
         # further test sets, raw ``NAME.{src,tgt}`` beside the corpus's test split; fairseq-
         # preprocess binarizes them as test1, test2, ... (see ``subset``)
@@ -238,10 +249,10 @@ class Pipeline:
                      deps=[*deps, "teacher"], clean=[cache])
 
     def _rebuild(self, name: str, description: str, strategy: str, output: Path,
-                 *extra: str) -> Stage:
+                 *extra: str, reads: Sequence[str] = ()) -> Stage:
         """A build from the Seq-KD build's teacher n-best: seqkd-build skips a decoding whose
         record matches its options, so a copy of that n-best saves decoding the train set
-        again."""
+        again. ``reads``: the stages whose outputs ``extra`` names."""
         generate = Path(WORK_DIR) / "generate"
         return Stage(
             name, description,
@@ -249,7 +260,7 @@ class Pipeline:
              self._build(strategy, output, *extra)],
             _data_outputs(output, "train.src-tgt.tgt.bin", "dict.tgt.txt"),
             # reads the Seq-KD build's n-best; seqkd-build reads the data and the teacher
-            deps=["build-seq-kd", "preprocess", "teacher"], clean=[output],
+            deps=["build-seq-kd", "preprocess", "teacher", *reads], clean=[output],
             mkdirs=[output / WORK_DIR],
             resumes=False,  # cp -R into an existing copy would nest it
         )
@@ -297,8 +308,7 @@ class Pipeline:
                 [[sys.executable, "-m", "fairseq_seqkd.experiments.corpus", str(self.raw),
                   *(arg for name, value in asdict(spec).items()
                     for arg in (f"--{name.replace('_', '-')}", str(value)))]],
-                [self.raw / f"{s}.{lang}" for s in SPLITS for lang in (SRC, TGT)],
-                clean=[self.raw],
+                corpus_files(self.raw, spec), clean=[self.raw],
                 func_key={"corpus_version": CORPUS_VERSION},  # a new grammar redoes the corpus
             ))
             prep_deps = ["corpus"]
@@ -365,6 +375,16 @@ class Pipeline:
             "seq-kd", "Seq-KD student", self._student(seqkd_data, "seq-kd", *self._ls()),
             ["build-seq-kd"],
         ))
+        if self.mono is not None:  # more distilled data: the teacher translates more source text
+            stages.append(self._rebuild(
+                "build-seq-kd-mono", f"Seq-KD + mono data: the Seq-KD pairs, then the teacher's "
+                f"beam {p.beam} on {p.corpus.mono:,} more source sentences", "seq-kd",
+                self.mono_data, "--mono-source", str(self.mono),
+                "--spm-model", str(self.spm / "spm.model"), reads=["corpus", "sentencepiece"]))
+            stages.append(model_stage(
+                SEQ_KD_MONO.stage, "Seq-KD + mono student",
+                self._student(self.mono_data, SEQ_KD_MONO.key, *self._ls(),
+                              epochs=p.mono_student_epochs), ["build-seq-kd-mono"]))
         stages.append(self._rebuild(
             "build-seq-inter",
             f"Seq-Inter data: best of the teacher's {p.inter_nbest}-best by sentence BLEU",
@@ -418,15 +438,15 @@ class Pipeline:
         # stages wait for them), then the longest stages, the short ones last to fill the
         # other core at the end
         order = ["corpus", "sentencepiece", "preprocess", "teacher", "baseline", "build-seq-kd",
-                 "seq-kd", "cache-gold", "word-kd", "deep-shallow", "cache-seq-kd",
-                 "seq-kd-word-kd", "pruned", "export", "seq-kd-gkd", "build-seq-inter",
-                 "seq-inter", "export-ct2", "eval"]
+                 "seq-kd", "build-seq-kd-mono", "seq-kd-mono", "cache-gold", "word-kd",
+                 "deep-shallow", "cache-seq-kd", "seq-kd-word-kd", "pruned", "export",
+                 "seq-kd-gkd", "build-seq-inter", "seq-inter", "export-ct2", "eval"]
         return sorted(stages, key=lambda stage: order.index(stage.name))
 
     def _eval_all_stage(self) -> Stage:
         """Every model decoded greedily and with beam K, alone on the machine, in one process:
         fairseq's start-up is paid once, not per model and beam."""
-        models = (*MODELS, *DEPLOYED)
+        models = (*self.models, *DEPLOYED)
         command, files = self._decode_command(models)
         return Stage(
             "eval", f"decode test, alone, in one process: every model greedy and beam "

@@ -47,7 +47,8 @@ class Arch:
 
 @dataclass(frozen=True)
 class Preset:
-    """Model sizes and training budget. ``corpus`` sizes the built-in corpus only."""
+    """Model sizes and training budget. ``corpus`` sizes the built-in corpus only, its
+    monolingual source text (``corpus.mono``) included."""
 
     name: str
     corpus: CorpusSpec
@@ -79,6 +80,9 @@ class Preset:
     # fine-tuning a trained model: the demo's GKD row, the benchmark's "X + Seq-Inter" rows
     finetune_lr: float = 0.0005
     gkd_updates: int = 100  # the demo's GKD row: on-policy updates are several times dearer
+    # the demo's Seq-KD + mono row (built-in corpus with ``corpus.mono`` sentences): epochs of
+    # its student over the parallel and the monolingual distilled pairs; None: student_epochs
+    mono_student_epochs: int | None = None
     eval_batch_size: int = 64
     build_batch_size: int = 128
 
@@ -87,11 +91,11 @@ PRESETS: dict[str, Preset] = {
     # seconds, for the test suite: the pipeline runs, the numbers mean little
     "ci": Preset(
         name="ci",
-        corpus=CorpusSpec(train=1200, valid=100, test=100),
+        corpus=CorpusSpec(train=1200, valid=100, test=100, mono=400),
         vocab_size=300,
         teacher=Arch(32, 1, 2, 64),
         student=Arch(16, 1, 2, 32),
-        teacher_epochs=5, student_epochs=3, prune_epochs=1,
+        teacher_epochs=5, student_epochs=3, prune_epochs=1, mono_student_epochs=3,
         teacher_lr=0.01, student_lr=0.01, prune_lr=0.003, warmup=20,
         max_tokens=1000, eval_batch_size=50, build_batch_size=200, gkd_updates=10,
         max_repeats=2,
@@ -99,14 +103,16 @@ PRESETS: dict[str, Preset] = {
     # the default: `make demo` in under 10 minutes on 2 CPU cores
     "tiny": Preset(
         name="tiny",
-        corpus=CorpusSpec(train=8000, valid=300, test=500),
+        # mono: the teacher's translations of 16,000 more source sentences, twice the parallel
+        # source, for the Seq-KD + mono row
+        corpus=CorpusSpec(train=8000, valid=300, test=500, mono=16000),
         vocab_size=1000,
         teacher=Arch(128, 2, 4, 256),
         student=Arch(64, 1, 4, 128),
         # 2048-token batches: ~50 updates an epoch, which these small models need more than
         # bigger batches; teacher dropout keeps it from memorising which training sentence
         # had which register, so its beam output (the Seq-KD data) is the canonical register
-        teacher_epochs=7, student_epochs=7, prune_epochs=7,
+        teacher_epochs=7, student_epochs=7, prune_epochs=7, mono_student_epochs=7,
         teacher_lr=0.005, student_lr=0.005, prune_lr=0.005, warmup=120,
         max_tokens=2048, teacher_dropout=0.2, student_dropout=0.0,
         # GKD fine-tuning: ~0.5 CPU-s an update (half of them sampled)
@@ -119,11 +125,11 @@ PRESETS: dict[str, Preset] = {
     # data; not timed in this project yet (expect well over an hour on 2 cores)
     "small": Preset(
         name="small",
-        corpus=CorpusSpec(train=30000, valid=1000, test=1000),
+        corpus=CorpusSpec(train=30000, valid=1000, test=1000, mono=60000),
         vocab_size=8000,
         teacher=Arch(256, 3, 4, 1024),
         student=Arch(128, 2, 4, 512),
-        teacher_epochs=12, student_epochs=15, prune_epochs=5,
+        teacher_epochs=12, student_epochs=15, prune_epochs=5, mono_student_epochs=15,
         teacher_lr=0.002, student_lr=0.002, prune_lr=0.001, warmup=400,
         max_tokens=4096, student_dropout=0.2, teacher_dropout=0.3,
     ),

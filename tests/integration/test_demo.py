@@ -13,18 +13,22 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from fairseq.data import Dictionary, data_utils
 
 from fairseq_seqkd.distill.evaluate import bleu, parse_decoding
 from fairseq_seqkd.errors import SeqKDError
 from fairseq_seqkd.experiments.corpus import (
     CORPUS_VERSION,
+    MONO_FILE,
     CorpusSpec,
     all_register_references,
     register_of,
     write_corpus,
 )
-from fairseq_seqkd.experiments.demo_report import _every_register
-from fairseq_seqkd.experiments.pipeline import DEPLOYED, MODELS, Pipeline, StageRun
+from fairseq_seqkd.experiments.demo_models import MODELS as MODELS_WITHOUT_MONO
+from fairseq_seqkd.experiments.demo_models import SEQ_KD_MONO
+from fairseq_seqkd.experiments.demo_report import _every_register, demo_findings
+from fairseq_seqkd.experiments.pipeline import DEPLOYED, Pipeline, StageRun
 from fairseq_seqkd.experiments.presets import PRESETS
 from fairseq_seqkd.experiments.report import ModelResult, format_table, plot_results
 
@@ -32,7 +36,9 @@ from ..conftest import cli, run_cli
 
 slow = pytest.mark.slow
 
-STAGES = [s.name for s in Pipeline("unused", PRESETS["ci"]).stages()]
+CI = Pipeline("unused", PRESETS["ci"])
+STAGES = [s.name for s in CI.stages()]
+MODELS = CI.models  # the built-in corpus's rows: Seq-KD + mono among them
 
 
 def demo(out: Path, *args: object, check: bool = True):
@@ -81,7 +87,7 @@ def test_every_stage_ran_and_left_its_artefact(first_run):
         assert (out / "corpus" / f"{split}.src").is_file()
         assert (out / "spm" / f"{split}.tgt").is_file()
     assert (out / "spm" / "spm.model").is_file()
-    for data in ("data-bin", "data-seq-kd", "data-seq-inter"):
+    for data in ("data-bin", "data-seq-kd", "data-seq-inter", "data-seq-kd-mono"):
         assert (out / data / "train.src-tgt.tgt.bin").stat().st_size > 0
     for model in MODELS:
         assert (out / model.checkpoint).is_file()
@@ -123,6 +129,72 @@ def test_every_stage_ran_and_left_its_artefact(first_run):
     assert (out / "data-seq-kd" / "train.src-tgt.tgt.bin").read_bytes() != gold
     png = (out / "results.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 10_000
+
+
+def train_split(data: Path, lang: str) -> list[list[int]]:
+    """A data-bin's train split, one token-id list a sentence."""
+    dictionary = Dictionary.load(str(data / f"dict.{lang}.txt"))
+    dataset = data_utils.load_indexed_dataset(str(data / f"train.src-tgt.{lang}"), dictionary)
+    return [dataset[i].tolist() for i in range(len(dataset))]
+
+
+@slow
+def test_seq_kd_mono_row_trains_on_the_seq_kd_pairs_plus_the_teachers_mono_pairs(first_run):
+    out, _, _ = first_run
+    spec = PRESETS["ci"].corpus
+    mono = (out / "corpus" / MONO_FILE).read_text().splitlines()
+    assert len(mono) == len(set(mono)) == spec.mono
+    assert not set(mono) & {line for split in ("train", "valid", "test")
+                            for line in (out / "corpus" / f"{split}.src").read_text()
+                            .splitlines()}
+    # the build reused the Seq-KD build's n-best and decoded only the monolingual text
+    build = (out / "logs" / "build-seq-kd-mono.log").read_text()
+    assert "--mono-source $OUT/corpus/mono.src --spm-model $OUT/spm/spm.model" in build
+    assert "[2/5] generate: skipped" in build and "[3/5] generate-mono: running" in build
+    # one train split: the Seq-KD pairs first, byte for byte, then the monolingual ones
+    seqkd, both = out / "data-seq-kd", out / "data-seq-kd-mono"
+    parallel = {lang: train_split(seqkd, lang) for lang in ("src", "tgt")}
+    combined = {lang: train_split(both, lang) for lang in ("src", "tgt")}
+    pairs = len(parallel["src"])
+    assert pairs == spec.train
+    extra = len(combined["src"]) - pairs
+    assert 0 < extra <= spec.mono  # --max-repeats drops a looping translation: no reference
+    assert len(combined["tgt"]) == pairs + extra
+    for lang in ("src", "tgt"):
+        assert combined[lang][:pairs] == parallel[lang]
+    provenance = (both / "train.provenance.tsv").read_text().splitlines()[1:]
+    assert len(provenance) == pairs + extra
+    assert all(row.startswith("parallel	") for row in provenance[:pairs])
+    assert all(row.startswith("0	") for row in provenance[pairs:])
+    # the Seq-KD student's recipe for its own epochs: more data, more updates
+    command = (out / "logs" / "seq-kd-mono.log").read_text().splitlines()[0]
+    assert command.startswith("$ $VENV/bin/fairseq-train $OUT/data-seq-kd-mono ")
+    assert f"--max-epoch {PRESETS['ci'].mono_student_epochs} " in command
+
+    def updates(name: str) -> int:
+        log = (out / "logs" / f"{name}.log").read_text()
+        return int(re.findall(r"\| train \| .*\| num_updates (\d+)", log)[-1])
+
+    assert updates("seq-kd-mono") > updates("seq-kd")
+    # the results: its row, and a finding with the counts against Seq-KD and the teacher
+    text = (out / "results.md").read_text()
+    _, rows = table_rows(text)
+    by_label = {r[0]: r for r in rows}
+    mono_row, seq_row = by_label["Seq-KD + mono"], by_label["Seq-KD"]
+    assert [r[0] for r in rows].index("Seq-KD + mono") == [r[0] for r in rows].index(
+        "Seq-KD") + 1
+    (finding,) = [line for line in text.splitlines() if "More distilled data" in line]
+    assert f"translated {spec.mono:,} generated source sentences" in finding
+    assert f"({extra:,} kept by the build's filters)" in finding
+    assert f"trained on {pairs:,} + {extra:,} pairs" in finding
+    assert f"greedy {mono_row[3]} BLEU vs {seq_row[3]} for the Seq-KD student" in finding
+    assert f"and {rows[0][4]} for the teacher's beam 5" in finding
+    payload = {r["name"]: r for r in json.loads((out / "results.json").read_text())["rows"]}
+    row = payload["Seq-KD + mono"]
+    assert row["extra"]["parallel_pairs"] == pairs and row["extra"]["mono_pairs"] == extra
+    delta = row["bleu_greedy"] - payload["Seq-KD"]["bleu_greedy"]
+    assert f"({delta:+.2f}, {'better' if delta > 0 else 'worse'}" in finding or \
+        f"({delta:+.2f}, no difference)" in finding
 
 
 @slow
@@ -259,6 +331,7 @@ def test_dry_run_with_a_user_corpus_has_no_corpus_stage(tmp_path):
     proc = run_cli("seqkd-demo", "--corpus", tmp_path, "--preset", "small", "--dry-run")
     names = re.findall(r"^# (\S+):", proc.stdout, flags=re.M)
     assert names[0] == "sentencepiece" and "corpus" not in names
+    assert "build-seq-kd-mono" not in names and "--mono-source" not in proc.stdout  # no text
     assert "--prune-ratio 0.8" in proc.stdout and "seqkd-export" in proc.stdout
     assert "--encoder-embed-dim 256" in proc.stdout  # the small teacher
 
@@ -470,3 +543,29 @@ def test_plot_is_written_atomically(tmp_path):
     plot_results(rows(), path)
     assert path.read_bytes().startswith(b"\x89PNG")
     assert [p.name for p in tmp_path.iterdir()] == ["plot.png"]
+
+
+@pytest.mark.parametrize(("mono_bleu", "versus_seq", "versus_teacher"), [
+    (52.0, "(+2.00, better)", "(+1.00: its greedy output passes its teacher's beam search)"),
+    (49.0, "(-1.00, worse)", "(-2.00: still below its teacher's beam search)"),
+    (51.001, "(+1.00, better)", "(+0.00: level with its teacher's beam search)"),
+])
+def test_the_mono_finding_reads_right_whichever_way_the_numbers_fall(mono_bleu, versus_seq,
+                                                                     versus_teacher):
+    preset = replace(PRESETS["tiny"], mono_student_epochs=14)
+    bleus = {"teacher": 51.0, "seq-kd": 50.0, "seq-kd-mono": mono_bleu}
+    models = Pipeline("unused", preset).models
+    rows = [ModelResult(m.label, 1000, 500, bleus.get(m.key, 40.0), bleus.get(m.key, 40.0),
+                        1.0, 1.0, 1.0, 1.0) for m in (*models, *DEPLOYED)]
+    rows[models.index(SEQ_KD_MONO)].extra.update(parallel_pairs=8000, mono_pairs=15000)
+    (finding,) = [f for f in demo_findings(preset, models, rows) if "More distilled" in f]
+    assert "translated 16,000 generated source sentences that are in no split (15,000 kept" \
+        in finding
+    # 23,000 pairs for twice the epochs: about 5.75x the updates
+    assert "trained on 8,000 + 15,000 pairs for 14 epochs (the Seq-KD student: 7), about " \
+        "5.8x the Seq-KD student's updates" in finding
+    assert f"greedy {mono_bleu:.2f} BLEU vs 50.00 for the Seq-KD student {versus_seq}" in finding
+    assert f"and 51.00 for the teacher's beam 5 {versus_teacher}" in finding
+    assert "More distilled" not in " ".join(demo_findings(
+        preset, MODELS_WITHOUT_MONO, [r for m, r in zip((*models, *DEPLOYED), rows, strict=True)
+                                      if m != SEQ_KD_MONO]))

@@ -13,6 +13,7 @@ from itertools import combinations
 import pytest
 
 from fairseq_seqkd.experiments import corpus as C
+from fairseq_seqkd.stages import file_sha256
 
 SMALL = C.CorpusSpec(seed=7, train=3000, valid=300, test=300)
 
@@ -475,6 +476,54 @@ def test_write_corpus_rewrites_incomplete(tmp_path, damage, monkeypatch):
         assert (tmp_path / "train.tgt").read_bytes() == original
     if damage == "other_version":
         assert (tmp_path / "train.tgt").read_bytes() != original
+
+
+def test_mono_sources_are_in_no_split_distinct_and_deterministic(tmp_path):
+    spec = dataclasses.replace(SMALL, mono=2000)
+    corpus = C.generate_corpus(spec)
+    assert corpus == C.generate_corpus(SMALL)  # a stream of their own: the splits unchanged
+    mono = C.generate_mono(spec, corpus)
+    assert len(mono) == len(set(mono)) == 2000
+    in_splits = {src for pairs in corpus.values() for src, _ in pairs}
+    assert not in_splits & set(mono)
+    # a draw equal to a source of a split is left out: make the stream's first draws sources
+    rng = C.split_rng(spec, "mono")
+    first = [C.generate_pair(rng, spec)[0] for _ in range(10)]
+    assert mono[:10] == first
+    taken = {**corpus, "train": [*corpus["train"], *((src, "x") for src in first[::2])]}
+    assert C.generate_mono(spec, taken)[:5] == first[1::2]
+    assert mono == C.generate_mono(spec, corpus)
+    assert mono != C.generate_mono(dataclasses.replace(spec, seed=8),
+                                   C.generate_corpus(dataclasses.replace(spec, seed=8)))
+    counts = C.write_corpus(tmp_path, spec)
+    assert counts == {"train": 3000, "valid": 300, "test": 300, "mono": 2000}
+    assert _read_lines(tmp_path / C.MONO_FILE) == mono
+    stamp = json.loads((tmp_path / "corpus.json").read_text())
+    assert stamp["key"]["command"]["spec"]["mono"] == 2000
+    assert stamp["files"][C.MONO_FILE] == file_sha256(tmp_path / C.MONO_FILE)
+
+
+def test_mono_file_is_stamped_like_the_splits(tmp_path, monkeypatch):
+    spec = dataclasses.replace(SMALL, mono=500)
+    C.write_corpus(tmp_path, spec)
+    original = (tmp_path / C.MONO_FILE).read_bytes()
+    (tmp_path / C.MONO_FILE).write_bytes(original[: len(original) // 2])
+    C.write_corpus(tmp_path, spec)  # a damaged mono file: the corpus is written again
+    assert (tmp_path / C.MONO_FILE).read_bytes() == original
+    mtimes = {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()}
+
+    def boom(spec):
+        raise AssertionError("regenerated a complete corpus")
+
+    monkeypatch.setattr(C, "generate_corpus", boom)
+    C.write_corpus(tmp_path, spec)
+    assert {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()} == mtimes
+    monkeypatch.undo()
+    # mono=0: no mono file, not even another spec's
+    assert C.write_corpus(tmp_path, SMALL) == {"train": 3000, "valid": 300, "test": 300}
+    assert not (tmp_path / C.MONO_FILE).exists()
+    with pytest.raises(ValueError, match="non-negative"):
+        dataclasses.replace(SMALL, mono=-1)
 
 
 def test_command_line_takes_every_spec_field(tmp_path, capsys):
