@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from fairseq.data import Dictionary, data_utils
+from fairseq.data import data_utils
 
 from fairseq_seqkd.deploy.ct2_export import read_manifest
 from fairseq_seqkd.distill.ct2_teacher import ct2_generate_nbest
@@ -153,11 +153,7 @@ def decode(engine: str, args: argparse.Namespace, data: Path, split: str, ct2: P
             "--user-dir", str(REPO / "fairseq_seqkd"),
         ])
     else:
-        src, tgt = data_utils.infer_language_pair(str(data))
-        dicts = [Dictionary.load(str(data / f"dict.{lang}.txt")) for lang in (src, tgt)]
-        source = data_utils.load_indexed_dataset(str(data / f"{split}.{src}-{tgt}.{src}"),
-                                                 dicts[0])
-        summary = ct2_generate_nbest(source, *dicts, str(ct2), str(output), beam=args.beam,
+        summary = ct2_generate_nbest(str(data), split, str(ct2), str(output), beam=args.beam,
                                      nbest=1, threads=args.threads,
                                      quantization=ENGINES[engine],
                                      batch_size=args.batch_size, **caps)

@@ -47,16 +47,17 @@ Skipped sentences
 
 Chunks, resuming, sharding
     As seqkd-generate (:mod:`.generate`): contiguous chunks of ``chunk_size`` indices, committed
-    one by one to ``OUTPUT.parts/`` with a manifest of every option that changes the bytes (the
-    model's content digest included), shard ``i`` of ``N`` decoding chunks ``c % N == i``,
-    joined by :func:`.merge.merge_shards`. Within a chunk, sentences are sorted by length and
-    batched ``batch_size`` at a time, so a resumed, sharded or uninterrupted run writes the
-    same bytes. Threads are not recorded: a run may resume with another count.
+    one by one to ``OUTPUT.parts/`` with a manifest of every option that changes the bytes, the
+    content digests of the model directory and of the split's files and dictionaries, and the
+    package version (read at the call, as seqkd-generate's); shard ``i`` of ``N`` decoding
+    chunks ``c % N == i``, joined by :func:`.merge.merge_shards`. Within a chunk, sentences are
+    sorted by length and batched ``batch_size`` at a time, so a resumed, sharded or
+    uninterrupted run writes the same bytes. Threads are not recorded: a run may resume with
+    another count.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -65,16 +66,16 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-
+from .. import version
 from ..errors import SeqKDError
 from ..stages import content_digest
-from ..version import __version__
 from .chunks import DEFAULT_CHUNK_SIZE, ChunkStore, check_output_path, owned_chunks
+from .databin import DataBin
 from .generate import GenerationSummary
 from .nbest import Hypothesis, format_nbest_lines
 
-__all__ = ["COMPUTE_TYPES", "CT2Teacher", "ct2_generate_nbest", "model_vocabularies"]
+__all__ = ["COMPUTE_TYPES", "CT2Teacher", "check_compute_options", "check_ct2_model",
+           "ct2_generate_nbest", "max_source_positions", "model_vocabularies"]
 
 EOS = "</s>"
 PAD = "<pad>"
@@ -82,9 +83,20 @@ CT2_PAD = "<blank>"  # CTranslate2's fairseq converter renames <pad>
 #: CTranslate2's compute types (``--teacher-quantization``); "default" keeps the model's own
 COMPUTE_TYPES = ("default", "auto", "int8", "int8_float32", "int8_float16", "int8_bfloat16",
                  "int16", "float16", "bfloat16", "float32")
+SCORE_BATCH_TOKENS = 512  # tokens a scoring sub-batch holds (CTranslate2's score_batch)
 _SEQKD_MANIFEST = "seqkd-export.json"  # see fairseq_seqkd.deploy.ct2_export
 _NOT_A_MODEL = ("--teacher {dir}: not a CTranslate2 model directory ({why}); give a "
                 "seqkd-export --format ctranslate2 directory")
+
+
+def check_compute_options(threads: int, quantization: str) -> None:
+    """``--teacher-threads`` (0: CTranslate2's default) and ``--teacher-quantization``."""
+    if quantization not in COMPUTE_TYPES:
+        raise SeqKDError(f"--teacher-quantization must be one of {', '.join(COMPUTE_TYPES)}, "
+                         f"got {quantization!r}")
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
+        raise SeqKDError(f"--teacher-threads must be >= 0 (0: CTranslate2's default), "
+                         f"got {threads!r}")
 
 
 def model_vocabularies(model_dir: str) -> tuple[list[str], list[str]]:
@@ -134,29 +146,40 @@ def _check_vocabulary(model: Sequence[str], dictionary: Any, side: str, model_di
             "dictionaries")
 
 
+def check_ct2_model(model_dir: str, src_dict: Any, tgt_dict: Any,
+                    dict_names: tuple[str, str] = ("the source dictionary",
+                                                   "the target dictionary")) -> None:
+    """Refuse, in one line and without loading it, a directory that is not a CTranslate2
+    translation model or whose vocabularies are not ``src_dict``'s and ``tgt_dict``'s symbols
+    (``dict_names`` name them)."""
+    if not os.path.isdir(model_dir):
+        raise SeqKDError(_NOT_A_MODEL.format(dir=model_dir, why="not a directory"))
+    if not os.path.isfile(os.path.join(model_dir, "model.bin")):
+        raise SeqKDError(_NOT_A_MODEL.format(dir=model_dir, why="no model.bin"))
+    source_vocab, target_vocab = model_vocabularies(model_dir)
+    _check_vocabulary(source_vocab, src_dict, "source", model_dir, dict_names[0])
+    _check_vocabulary(target_vocab, tgt_dict, "target", model_dir, dict_names[1])
+
+
+def max_source_positions(model_dir: str) -> int | None:
+    """The longest source (``</s>`` included) the model takes, when a seqkd-export manifest
+    says; None otherwise (CTranslate2 itself has no limit)."""
+    return _positions(model_dir)[0]
+
+
 class CT2Teacher:
     """A CTranslate2 model loaded as a teacher for the data's dictionaries.
 
     ``dict_names`` name the source and target dictionaries in errors (``--data
-    dict.en.txt``).
+    dict.en.txt``); ``threads`` 0 is CTranslate2's default count.
     """
 
     def __init__(self, model_dir: str, src_dict: Any, tgt_dict: Any, *, threads: int = 1,
                  quantization: str = "default", device: str = "cpu",
                  dict_names: tuple[str, str] = ("the source dictionary",
                                                 "the target dictionary")):
-        if not os.path.isdir(model_dir):
-            raise SeqKDError(_NOT_A_MODEL.format(dir=model_dir, why="not a directory"))
-        if not os.path.isfile(os.path.join(model_dir, "model.bin")):
-            raise SeqKDError(_NOT_A_MODEL.format(dir=model_dir, why="no model.bin"))
-        if quantization not in COMPUTE_TYPES:
-            raise SeqKDError(f"--teacher-quantization must be one of {', '.join(COMPUTE_TYPES)}, "
-                             f"got {quantization!r}")
-        if threads < 1:
-            raise SeqKDError(f"--teacher-threads must be >= 1, got {threads}")
-        source_vocab, target_vocab = model_vocabularies(model_dir)
-        _check_vocabulary(source_vocab, src_dict, "source", model_dir, dict_names[0])
-        _check_vocabulary(target_vocab, tgt_dict, "target", model_dir, dict_names[1])
+        check_compute_options(threads, quantization)
+        check_ct2_model(model_dir, src_dict, tgt_dict, dict_names)
         self.max_source_positions, self.max_target_positions = _positions(model_dir)
         try:
             import ctranslate2
@@ -238,10 +261,13 @@ class CT2Teacher:
         # each hypothesis cut at the cap, scored with fairseq's </s> after it
         cut = [(i, k) for i, result in enumerate(out)
                for k, hyp in enumerate(result.hypotheses) if hyp[-1:] != [EOS]]
+        # scoring computes the whole vocabulary's log-probabilities at every target position:
+        # sub-batches of a bounded token count keep that memory from growing with the longest
+        # hypotheses a corpus holds
         scored = self.translator.score_batch(
             [*sources, *(sources[i] for i, _ in cut)],
             [*([] for _ in sources), *(out[i].hypotheses[k][:cap] for i, k in cut)],
-            max_input_length=0)
+            max_input_length=0, max_batch_size=SCORE_BATCH_TOKENS, batch_type="tokens")
         exact = {key: sum(s.log_probs) / len(s.log_probs)
                  for key, s in zip(cut, scored[len(sources):], strict=True)}
         results = []
@@ -280,20 +306,21 @@ def _positions(model_dir: str) -> tuple[int | None, int | None]:
 
 
 def ct2_generate_nbest(
-    source: Any, src_dict: Any, tgt_dict: Any, model_dir: str, output: str, *,
+    data: str, split: str, model_dir: str, output: str, *,
     beam: int = 5, nbest: int = 1, max_len_a: float = 0.0, max_len_b: int = 200,
     threads: int = 1, quantization: str = "default", batch_size: int = 32,
     chunk_size: int = DEFAULT_CHUNK_SIZE, num_shards: int = 1, shard_id: int = 0,
-    device: str = "cpu", dict_names: tuple[str, str] = ("the source dictionary",
-                                                        "the target dictionary"),
-    progress: bool = False,
+    device: str = "cpu", progress: bool = False,
 ) -> GenerationSummary:
-    """Decode the binarized ``source`` split (a fairseq indexed dataset: token ids ending in
-    ``</s>``) with the CTranslate2 model ``model_dir`` into the n-best file ``output`` and
-    ``output.skipped``, as seqkd-generate would with the same beam, n-best and caps.
+    """Decode the source side of ``split`` in the data-bin ``data`` (a source-only split will
+    do, as seqkd-generate's ``data --gen-subset split``) with the CTranslate2 model
+    ``model_dir`` into the n-best file ``output`` and ``output.skipped``, as seqkd-generate
+    would with the same beam, n-best and caps.
 
-    Decodes only the chunks of shard ``shard_id`` that ``output.parts/`` does not hold yet;
-    raises :class:`SeqKDError` (one line) for bad input before decoding anything.
+    Decodes only the chunks of shard ``shard_id`` that ``output.parts/`` does not hold yet; a
+    resumed run must find the options, the model's files and the split's files and
+    dictionaries with the same content. Raises :class:`SeqKDError` (one line) for bad input
+    before decoding anything.
     """
     begin = time.perf_counter()
     if chunk_size < 1:
@@ -302,6 +329,9 @@ def ct2_generate_nbest(
         raise SeqKDError(f"--shard-id must be in [0, --num-shards {num_shards}), got {shard_id}")
     if not 1 <= nbest <= beam:
         raise SeqKDError(f"--nbest must be in [1, --beam {beam}], got {nbest}")
+    data_bin = DataBin(data, split, source_only=True)
+    src_dict, tgt_dict = data_bin.src_dict, data_bin.tgt_dict
+    dict_names = data_bin.dict_names()
     check_output_path(output)
     teacher = CT2Teacher(model_dir, src_dict, tgt_dict, threads=threads,
                          quantization=quantization, device=device, dict_names=dict_names)
@@ -310,13 +340,14 @@ def ct2_generate_nbest(
         "--beam": beam, "--nbest": nbest, "--max-len-a": float(max_len_a),
         "--max-len-b": max_len_b, "--teacher-quantization": quantization,
         "--batch-size": batch_size, "--chunk-size": chunk_size, "--num-shards": num_shards,
-        "--shard-id": shard_id, "device": device, "version": __version__,
+        "--shard-id": shard_id, "device": device, "version": version.__version__,
     }
     store = ChunkStore(output)
     store.check_options(opts)
+    source = data_bin.load(data_bin.src)
     size = len(source)
     chunks = owned_chunks(size, chunk_size, num_shards, shard_id)
-    done = store.start(opts, _data_fingerprint(source, src_dict, tgt_dict)) & set(chunks)
+    done = store.start(opts, data_bin.digests()) & set(chunks)
     owned = sum(len(_indices(c, chunk_size, size)) for c in chunks)
     skipped: list[int] = []
     decoded = tokens = 0
@@ -355,17 +386,3 @@ def ct2_generate_nbest(
 
 def _indices(chunk: int, chunk_size: int, size: int) -> range:
     return range(chunk * chunk_size, min(size, (chunk + 1) * chunk_size))
-
-
-def _data_fingerprint(source: Any, src_dict: Any, tgt_dict: Any) -> dict[str, Any]:
-    """What a resumed run must decode the same: the split's lengths and the dictionaries."""
-    sizes = getattr(source, "sizes", None)
-    if sizes is None:
-        sizes = [len(source[i]) for i in range(len(source))]
-    symbols = json.dumps([src_dict.symbols, tgt_dict.symbols]).encode("utf-8")
-    return {
-        "sentences": len(source),
-        "sentence lengths (sha1)": hashlib.sha1(
-            np.ascontiguousarray(np.asarray(sizes, dtype=np.int64)).tobytes()).hexdigest(),
-        "dictionaries (sha1)": hashlib.sha1(symbols).hexdigest(),
-    }

@@ -1,23 +1,18 @@
-"""A gold fairseq data-bin as the distillation tools read it: its language pair, dictionaries,
-the split's files and the teacher checkpoints checked against them."""
+"""A gold fairseq data-bin as the distillation tools read it: its language pair, dictionaries
+and the split's files."""
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
 from typing import Any
 
 from fairseq.data import data_utils
 
 from ..data.distilled import load_split
 from ..errors import SeqKDError
-from ..teacher import (
-    check_teacher_dictionaries,
-    load_checkpoint_state,
-    load_dictionary,
-    split_paths,
-)
+from ..stages import content_digest
+from ..teacher import load_dictionary
 
 _DICT = re.compile(r"dict\..+\.txt")
 
@@ -42,9 +37,14 @@ def data_files(directory: str, split: str) -> dict[str, str]:
 
 
 class DataBin:
-    """The gold data-bin: its language pair, dictionaries and the split's files."""
+    """The gold data-bin: its language pair, dictionaries and the split's files.
 
-    def __init__(self, directory: str, split: str):
+    ``source_only``: the split may have no target side (a source-only split, as a teacher
+    decodes monolingual text from it); fairseq finds it as ``<split>.<src>-<tgt>.<src>``, or
+    under the reversed pair.
+    """
+
+    def __init__(self, directory: str, split: str, *, source_only: bool = False):
         if not os.path.isdir(directory):
             raise SeqKDError(f"--data: {directory} is not a directory")
         self.dir = os.path.abspath(directory)
@@ -56,12 +56,13 @@ class DataBin:
                 f"{split}.src-tgt.src.bin from fairseq-preprocess)"
             )
         self.prefix = None
+        self.src, self.tgt = src, tgt
+        sides = (src,) if source_only else (src, tgt)
         for a, b in ((src, tgt), (tgt, src)):
             prefix = os.path.join(self.dir, f"{split}.{a}-{b}.")
             if all(os.path.isfile(prefix + f"{lang}.{ext}")
-                   for lang in (a, b) for ext in ("bin", "idx")):
+                   for lang in sides for ext in ("bin", "idx")):
                 self.prefix = prefix
-                self.src, self.tgt = (src, tgt)
                 break
         if self.prefix is None:
             raise SeqKDError(
@@ -76,8 +77,6 @@ class DataBin:
                 raise SeqKDError(f"--data: {path} not found")
             self.dicts[lang] = load_dictionary(path, "--data")
             self.dict_files[lang] = path
-        self.split_files = [self.prefix + f"{lang}.{ext}"
-                            for lang in (self.src, self.tgt) for ext in ("bin", "idx")]
 
     @property
     def src_dict(self) -> Any:
@@ -92,9 +91,19 @@ class DataBin:
         """``<split>.<src>-<tgt>.``: the file names of the split, less the language and type."""
         return os.path.basename(self.prefix)
 
-    def inputs(self) -> dict[str, str]:
-        """The split's files and the dictionaries, named for a stage key (``data/<name>``)."""
-        return {f"data/{name}": path for name, path in data_files(self.dir, self.split).items()}
+    def inputs(self, name: str = "data") -> dict[str, str]:
+        """The split's files and the dictionaries, named for a stage key (``data/<file>``)."""
+        return {f"{name}/{file}": path for file, path in data_files(self.dir, self.split).items()}
+
+    def digests(self) -> dict[str, str]:
+        """The content digests of the split's files and the dictionaries, by file name: what a
+        resumed decoding must find unchanged (as seqkd-generate's manifest records them)."""
+        return {f"{name} (sha256)": content_digest(path)
+                for name, path in data_files(self.dir, self.split).items()}
+
+    def dict_names(self) -> tuple[str, str]:
+        """The source and target dictionaries, as errors name them."""
+        return (f"--data {self.dict_files[self.src]}", f"--data {self.dict_files[self.tgt]}")
 
     def load(self, lang: str) -> Any:
         return load_split(self.prefix + lang, self.dicts[lang], "--data")
@@ -103,31 +112,3 @@ class DataBin:
         """Every file to copy unchanged: dictionaries and the other splits."""
         return [name for name in _plain_files(self.dir)
                 if not _split_file(name, self.split) and name != "preprocess.log"]
-
-
-def teacher_paths(spec: str) -> list[str]:
-    paths = split_paths(spec, "--teacher")
-    for path in paths:
-        if not os.path.isfile(path):
-            raise SeqKDError(f"--teacher: {path} does not exist")
-    return paths
-
-
-def teacher_inputs(paths: Sequence[str]) -> dict[str, str]:
-    """The teacher checkpoints, named for a stage key (``teacher``, or ``teacher 1``, ... for an
-    ensemble): their contents, not their paths, decide what a stage made from them is."""
-    if len(paths) == 1:
-        return {"teacher": paths[0]}
-    return {f"teacher {i}": path for i, path in enumerate(paths, start=1)}
-
-
-def check_teachers(paths: Sequence[str], data: DataBin, teacher_data: str | None) -> None:
-    """The teacher must have been trained with the data's dictionaries (same symbols, order)."""
-    for path in paths:
-        state = load_checkpoint_state(path, "--teacher")
-        check_teacher_dictionaries(
-            path, state, (data.src_dict, data.tgt_dict),
-            tuple(f"--data {data.dict_files[lang]}" for lang in (data.src, data.tgt)),
-            teacher_data, langs=(data.src, data.tgt),
-        )
-        del state

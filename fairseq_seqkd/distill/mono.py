@@ -138,14 +138,15 @@ class UnkLines:
         return True
 
     def warning(self) -> str | None:
-        """The one warning line, or None when no line is unk-heavy."""
+        """The one warning line (for a warning channel: no "warning:" in it), or None when no
+        line is unk-heavy."""
         if not self.count:
             return None
         cause = (f"is --spm-model {self.spm_model} the model the teacher's data was segmented "
                  f"with?" if self.spm_model else
                  "without --spm-model the lines must already be segmented into the teacher's "
                  "dictionary; raw text needs --spm-model")
-        return (f"warning: {self.count} of {self.lines} {self.what} lines have more than half "
+        return (f"{self.count} of {self.lines} {self.what} lines have more than half "
                 f"their tokens <unk> after segmentation (first: {self.first}); {cause}")
 
 
@@ -395,7 +396,7 @@ def _counted(part: PairsPart, what: str) -> Iterator[str]:
 def write_combined_split(
     prefix: str, langs: tuple[str, str], dicts: tuple[Dictionary, Dictionary],
     parallel: PairsPart, mono: PairsPart, *, mono_provenance: str | None = None,
-) -> dict[str, int]:
+) -> dict[str, Any]:
     """Write ``prefix<src>.bin/.idx`` and ``prefix<tgt>.bin/.idx`` (``prefix`` such as
     ``OUT/train.src-tgt.``): the parallel part's pairs, then the monolingual part's.
 
@@ -430,4 +431,4 @@ def write_combined_split(
     )
     return {"parallel": len(parallel.kept), "mono": len(mono.kept),
             "sentences": stats.sentences, "target_tokens": stats.tokens,
-            "unknown_tokens": stats.unknown}
+            "unknown_tokens": stats.unknown, "first_unknown": stats.first_unknown}

@@ -19,6 +19,7 @@ This module imports only the standard library and sacrebleu (no fairseq / torch)
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -34,7 +35,9 @@ __all__ = [
     "STRATEGIES",
     "Selection",
     "SelectionOptions",
+    "WorstScored",
     "check_choice",
+    "drop_reason",
     "repeat_run",
     "select_targets",
 ]
@@ -122,13 +125,28 @@ def _check_scores_present(nbest: Mapping[int, Sequence[Hypothesis]], option: str
         )
 
 
-def _worst_scored(scores: Mapping[int, float], percent: float) -> set[int]:
-    """The floor(percent % of len(scores)) sentences with the lowest scores (ties: lower index).
+class WorstScored:
+    """``--filter-worst``: the floor(percent % of len(scores)) sentences with the lowest scores
+    (ties: lower index). Built from the scores in index order; then called once per scored
+    sentence, in index order, it says whether that sentence is one of them, holding only the
+    cut and a tie count (a streaming selection needs no more).
 
     The percentage is taken as written (``Fraction(repr(percent))``), so 10 % of 30 is 3.
     """
-    count = int(Fraction(repr(percent)) * len(scores) / 100)
-    return set(sorted(scores, key=lambda i: (scores[i], i))[:count])
+
+    def __init__(self, scores: Sequence[float], percent: float):
+        count = int(Fraction(repr(percent)) * len(scores) / 100)
+        self.cut = heapq.nsmallest(count, scores)[-1] if count else -math.inf
+        # the sentences scoring exactly the cut that are among the worst: the first ones
+        self.ties = count - sum(1 for score in scores if score < self.cut) if count else 0
+
+    def __call__(self, score: float) -> bool:
+        if score < self.cut:
+            return True
+        if score == self.cut and self.ties > 0:
+            self.ties -= 1
+            return True
+        return False
 
 
 def _length_ratio_ok(src_tokens: str, tgt_tokens: str, max_ratio: float) -> bool:
@@ -137,6 +155,29 @@ def _length_ratio_ok(src_tokens: str, tgt_tokens: str, max_ratio: float) -> bool
     if src_len == 0 or tgt_len == 0:
         return src_len == tgt_len
     return src_len <= max_ratio * tgt_len and tgt_len <= max_ratio * src_len
+
+
+def drop_reason(
+    tokens: str, score: float, source: str | None, *, max_len_ratio: float | None,
+    max_repeats: int | None, min_score: float | None, worst: bool,
+    seen_pairs: set[tuple[str | None, str]] | None,
+) -> str | None:
+    """Why a chosen hypothesis is dropped (its report key), or None when it is kept: the
+    filters of :func:`select_targets`, in their order. ``worst``: :class:`WorstScored` said so;
+    ``seen_pairs``: the (source, target) pairs kept so far, with ``--dedup``."""
+    if not tokens.strip():
+        return "empty"
+    if max_len_ratio is not None and not _length_ratio_ok(source or "", tokens, max_len_ratio):
+        return "length_ratio"
+    if max_repeats is not None and repeat_run(tokens.split()) > max_repeats:
+        return "repeats"
+    if min_score is not None and score < min_score:
+        return "below_min_score"
+    if worst:
+        return "filter_worst"
+    if seen_pairs is not None and (source, tokens) in seen_pairs:
+        return "duplicate"
+    return None
 
 
 def repeat_run(tokens: Sequence[str], max_n: int = REPEAT_MAX_N) -> int:
@@ -232,9 +273,7 @@ def select_targets(
         chosen = dict(zip(present, picks, strict=True))
 
     # 2. filters and fallback, in index order (dedup depends on it)
-    worst = _worst_scored(
-        {i: nbest[i][rank].score for i, (rank, _) in chosen.items()}, filter_worst
-    )
+    worst = WorstScored([nbest[i][chosen[i][0]].score for i in present], filter_worst)
     counts = {"empty": 0, "length_ratio": 0, "repeats": 0, "below_min_score": 0,
               "filter_worst": 0, "duplicate": 0, "missing": 0, "fallback_gold": 0}
     rank_hist: Counter = Counter()
@@ -252,20 +291,11 @@ def select_targets(
             if value is not None:
                 sims.append(value)
             tokens, score = nbest[i][rank].tokens, nbest[i][rank].score
-            if not tokens.strip():
-                counts["empty"] += 1
-            elif max_len_ratio is not None and not _length_ratio_ok(
-                src or "", tokens, max_len_ratio
-            ):
-                counts["length_ratio"] += 1
-            elif max_repeats is not None and repeat_run(tokens.split()) > max_repeats:
-                counts["repeats"] += 1
-            elif min_score is not None and score < min_score:
-                counts["below_min_score"] += 1
-            elif i in worst:
-                counts["filter_worst"] += 1
-            elif dedup and (src, tokens) in seen_pairs:
-                counts["duplicate"] += 1
+            reason = drop_reason(
+                tokens, score, src, max_len_ratio=max_len_ratio, max_repeats=max_repeats,
+                min_score=min_score, worst=worst(score), seen_pairs=seen_pairs if dedup else None)
+            if reason is not None:
+                counts[reason] += 1
             else:
                 target = tokens
                 rank_hist[rank] += 1

@@ -40,6 +40,8 @@ from .nbest import Hypothesis, format_nbest_lines
 __all__ = [
     "NO_SCORE",
     "TranslationSummary",
+    "check_count",
+    "check_mono_counts",
     "check_translation_options",
     "count_lines",
     "mono_translations",
@@ -53,6 +55,7 @@ Log = Callable[[str], None]
 #: the score column of a translations n-best: there is no teacher score (selection refuses
 #: --min-score and --filter-worst on an n-best whose scores are all 0)
 NO_SCORE = 0.0
+
 
 def check_translation_options(
     *, strategy: str, nbest: int | None = None, filter_worst: float = 0.0,
@@ -104,7 +107,9 @@ class TranslationSummary:
                 f"-> {self.output}")
 
 
-def _check_count(option: str, path: str, source: str, expected: int, unit: str) -> int:
+def check_count(option: str, path: str, source: str, expected: int, unit: str) -> int:
+    """The line count of the translations file ``path``, which must be ``expected`` (the
+    ``unit`` s of ``source``); else a one-line error naming both files and both counts."""
     if not os.path.isfile(path):
         raise SeqKDError(f"{option}: {path} does not exist")
     lines = count_lines(path)
@@ -165,11 +170,26 @@ def parallel_translations(
     ``dictionary`` (the data-bin's target dictionary) finds the translations with more than
     half their tokens unknown, for one warning through ``log``.
     """
-    _check_count("--translations", path, source, sentences, "sentences")
+    check_count("--translations", path, source, sentences, "sentences")
     summary = _write_nbest([path], ((0, i + 1) for i in range(sentences)), output,
                            "--translations", dictionary, spm_model, log)
     summary.files = [{"path": path, "sha256": file_sha256(path), "lines": sentences}]
     return summary
+
+
+def check_mono_counts(paths: Sequence[str], sources: Sequence[str]) -> list[int]:
+    """One ``--mono-translations`` file per ``--mono-source`` file, each with as many lines as
+    its source; their line counts."""
+    if len(paths) != len(sources):
+        raise SeqKDError(
+            f"--mono-translations is given {len(paths)} time(s) and --mono-source "
+            f"{len(sources)}; give one translations file per source file, in the same order"
+        )
+    for source in sources:
+        if not os.path.isfile(source):
+            raise SeqKDError(f"--mono-source: {source} does not exist")
+    return [check_count("--mono-translations", path, source, count_lines(source), "lines")
+            for path, source in zip(paths, sources, strict=True)]
 
 
 def mono_translations(
@@ -179,13 +199,7 @@ def mono_translations(
     """``--mono-translations``: the n-best ``output`` of the monolingual split whose
     ``provenance`` :func:`fairseq_seqkd.distill.mono.prepare_mono` wrote; ``paths[j]`` holds
     one translation per input line of ``sources[j]``."""
-    if len(paths) != len(sources):
-        raise SeqKDError(
-            f"--mono-translations is given {len(paths)} time(s) and --mono-source "
-            f"{len(sources)}; give one translations file per source file, in the same order"
-        )
-    counts = [_check_count("--mono-translations", path, source, count_lines(source), "lines")
-              for path, source in zip(paths, sources)]
+    counts = check_mono_counts(paths, sources)
     summary = _write_nbest(paths, read_provenance(provenance), output, "--mono-translations",
                            dictionary, spm_model, log)
     summary.files = [{"path": p, "sha256": file_sha256(p), "lines": n}

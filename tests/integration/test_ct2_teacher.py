@@ -3,15 +3,16 @@ tiny teacher exported in float32, and benchmarks/teacher_decode_speed.py end to 
 
 import importlib.util
 import json
+import os
 import re
 import shutil
 import sys
 from pathlib import Path
 
 import pytest
-import torch
 from fairseq.data import Dictionary, data_utils
 
+from fairseq_seqkd.distill.binarize import binarize_lines, token_lines
 from fairseq_seqkd.distill.ct2_teacher import CT2Teacher, ct2_generate_nbest
 from fairseq_seqkd.distill.generate import generate_nbest
 from fairseq_seqkd.distill.merge import merge_shards
@@ -29,6 +30,12 @@ def load_split(data: Path, split: str = "train") -> tuple[object, Dictionary, Di
     dicts = [Dictionary.load(str(data / f"dict.{lang}.txt")) for lang in ("src", "tgt")]
     source = data_utils.load_indexed_dataset(str(data / f"{split}.src-tgt.src"), dicts[0])
     return source, *dicts
+
+
+def copy_data(data: Path, directory: Path) -> Path:
+    """A copy of the data-bin (to change it)."""
+    shutil.copytree(data, directory)
+    return directory
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +58,7 @@ def fairseq_nbest(toy_bin, teacher_ckpt, tmp_path_factory) -> Path:
 
 
 def ct2_nbest(ct2_dir: Path, data: Path, output: Path, **options) -> object:
-    source, src_dict, tgt_dict = load_split(data)
-    return ct2_generate_nbest(source, src_dict, tgt_dict, str(ct2_dir), str(output),
+    return ct2_generate_nbest(str(data), "train", str(ct2_dir), str(output),
                               **{"beam": BEAM, "nbest": BEAM, "batch_size": 32, **options})
 
 
@@ -84,8 +90,7 @@ def test_hypotheses_cut_at_the_cap_score_as_fairseq(ct2_dir, toy_bin, teacher_ck
                     "--gen-subset", "test", "--beam", str(BEAM), "--nbest", "1",
                     "--batch-size", "1", "--cpu", "--num-workers", "0", "--no-progress-bar",
                     "--max-len-a", "0", "--max-len-b", "3", "--output", str(reference)])
-    source, src_dict, tgt_dict = load_split(toy_bin, "test")
-    ct2_generate_nbest(source, src_dict, tgt_dict, str(ct2_dir), str(tmp_path / "ct2.nbest"),
+    ct2_generate_nbest(str(toy_bin), "test", str(ct2_dir), str(tmp_path / "ct2.nbest"),
                        beam=BEAM, nbest=1, max_len_a=0, max_len_b=3)
     ours, theirs = read_nbest(tmp_path / "ct2.nbest"), read_nbest(reference)
     assert max(len(h[0].tokens.split()) for h in ours.values()) == 3
@@ -128,31 +133,78 @@ def test_resumed_and_sharded_runs_write_the_same_bytes(ct2_dir, toy_bin, tmp_pat
     assert resumed.read_bytes() == whole.read_bytes()
 
 
+def test_resuming_needs_the_same_data_content_and_package_version(ct2_dir, toy_bin, tmp_path,
+                                                                  monkeypatch):
+    """The manifest holds the split's files by content: a source rewritten with the same
+    sentence lengths is not resumed; nor is a run started by another package version."""
+    import fairseq_seqkd.version
+
+    data = copy_data(toy_bin, tmp_path / "data")
+    out = tmp_path / "out.nbest"
+    decode, calls = CT2Teacher.nbest, []
+
+    def dies_on_the_second_chunk(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return decode(self, *args, **kwargs)
+
+    monkeypatch.setattr(CT2Teacher, "nbest", dies_on_the_second_chunk)
+    with pytest.raises(KeyboardInterrupt):
+        ct2_nbest(ct2_dir, data, out, chunk_size=100, nbest=1)
+    monkeypatch.setattr(CT2Teacher, "nbest", decode)
+    monkeypatch.setattr(fairseq_seqkd.version, "__version__", "999.0")
+    with pytest.raises(SeqKDError, match=r"cannot resume .*: version was \S+ when it was "
+                                         r"started, now \"999.0\""):
+        ct2_nbest(ct2_dir, data, out, chunk_size=100, nbest=1)
+    monkeypatch.undo()
+
+    source = load_split(data)[0]
+    first = source[0].tolist()
+    assert len(set(first[:-1])) > 1
+    binary = data / "train.src-tgt.src.bin"
+    stat = binary.stat()
+    content = binary.read_bytes()
+    width = len(content) // int(source.sizes.sum())
+    head = bytes(content[:width * (len(first) - 1)])
+    words = [head[i:i + width] for i in range(0, len(head), width)]
+    binary.write_bytes(b"".join(reversed(words)) + content[len(head):])  # same lengths
+    os.utime(binary, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    with pytest.raises(SeqKDError, match=r"train.src-tgt.src.bin \(sha256\) was .* \(the data "
+                                         r"changed\)"):
+        ct2_nbest(ct2_dir, data, out, chunk_size=100, nbest=1)
+
+
 def test_empty_and_too_long_sources_are_listed_as_skipped(ct2_dir, toy_bin, tmp_path):
     model = tmp_path / "short"
     shutil.copytree(ct2_dir, model)
     manifest = json.loads((model / "seqkd-export.json").read_text())
     manifest["architecture"]["max_source_positions"] = 6  # 5 tokens and </s>
     (model / "seqkd-export.json").write_text(json.dumps(manifest))
-    source, src_dict, tgt_dict = load_split(toy_bin, "test")
-    sentences = [source[i] for i in range(len(source))]
-    sentences[3] = torch.tensor([src_dict.eos()])  # an empty line
+    source, src_dict, _ = load_split(toy_bin, "test")
+    lines = token_lines(source, src_dict)
+    lines[3] = ""  # an empty line
+    data = tmp_path / "data"
+    data.mkdir()
+    for lang in ("src", "tgt"):
+        shutil.copyfile(toy_bin / f"dict.{lang}.txt", data / f"dict.{lang}.txt")
+    binarize_lines(lines, src_dict, str(data / "test.src-tgt.src"))  # a source-only split
     out = tmp_path / "out.nbest"
-    summary = ct2_generate_nbest(sentences, src_dict, tgt_dict, str(model), str(out), beam=2)
-    long = [i for i, s in enumerate(sentences) if len(s) > 6]
+    summary = ct2_generate_nbest(str(data), "test", str(model), str(out), beam=2)
+    long = [i for i, line in enumerate(lines) if len(line.split()) + 1 > 6]
     assert long and summary.skipped == sorted([3, *long])
     assert (tmp_path / "out.nbest.skipped").read_text() == "".join(
         f"{i}\n" for i in summary.skipped)
-    assert set(read_nbest(out)) == set(range(len(sentences))) - set(summary.skipped)
+    assert set(read_nbest(out)) == set(range(len(lines))) - set(summary.skipped)
 
 
 def test_refuses_what_is_not_a_model_and_other_vocabularies(ct2_dir, toy_bin, tmp_path):
-    source, src_dict, tgt_dict = load_split(toy_bin, "test")
+    _, src_dict, tgt_dict = load_split(toy_bin, "test")
     out = tmp_path / "out.nbest"
 
     def refused(model: Path, pattern: str) -> None:
         with pytest.raises(SeqKDError) as info:
-            ct2_generate_nbest(source, src_dict, tgt_dict, str(model), str(out))
+            ct2_generate_nbest(str(toy_bin), "test", str(model), str(out))
         message = str(info.value)
         assert "\n" not in message and re.search(pattern, message), message
         assert not out.exists() and not Path(f"{out}.parts").exists()
@@ -165,7 +217,8 @@ def test_refuses_what_is_not_a_model_and_other_vocabularies(ct2_dir, toy_bin, tm
     vocab = json.loads((other / "shared_vocabulary.json").read_text())
     vocab[5], vocab[6] = vocab[6], vocab[5]
     (other / "shared_vocabulary.json").write_text(json.dumps(vocab))
-    refused(other, rf"source vocabulary differs from the source dictionary at position 5: "
+    refused(other, rf"source vocabulary differs from --data {toy_bin / 'dict.src.txt'} at "
+                   rf"position 5: "
                    rf"'{re.escape(vocab[5])}' in the model, '{re.escape(vocab[6])}' in the "
                    rf"dictionary")
     with pytest.raises(SeqKDError, match="--teacher-quantization must be one of"):

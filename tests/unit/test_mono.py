@@ -131,7 +131,7 @@ def test_unk_heavy_lines_warn_once_with_count_and_first_line(tmp_path, data):
     assert summary.unk_heavy == 3 and summary.first_unk_heavy == f"{a}:3"
     assert len(summary.messages) == 1
     message = summary.messages[0]
-    assert message.startswith(f"warning: 3 of 7 --mono-source lines have more than half their "
+    assert message.startswith(f"3 of 7 --mono-source lines have more than half their "
                               f"tokens <unk> after segmentation (first: {a}:3)")
     assert "raw text needs --spm-model" in message
     assert len(split_lines(summary)) == 7  # warned about, still kept

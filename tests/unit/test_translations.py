@@ -124,7 +124,7 @@ def test_unk_heavy_translations_warn_once(tmp_path):
                                     dictionary=TGT, log=messages.append)
     assert (summary.unk_heavy, summary.first_unk_heavy) == (2, f"{path}:2")
     assert len(messages) == 1 and messages[0].startswith(
-        f"warning: 2 of 4 --translations lines have more than half their tokens <unk> "
+        f"2 of 4 --translations lines have more than half their tokens <unk> "
         f"after segmentation (first: {path}:2)")
 
 
