@@ -28,6 +28,7 @@ from typing import Any
 from ..atomic import umask
 from ..checkpoints import fmt_count, parameter_counts, save_atomic
 from ..errors import SeqKDError
+from ..spm import open_spm
 from ..stages import file_sha256
 from .stock import load_export_state
 
@@ -105,19 +106,6 @@ def _check_output_dir(output: str, force: bool) -> None:
                              "earlier seqkd-export; choose another or pass --force")
 
 
-def _check_spm(spm_model: str | None) -> None:
-    if spm_model is None:
-        return
-    if not os.path.isfile(spm_model):
-        raise SeqKDError(f"--spm-model {spm_model} does not exist")
-    import sentencepiece
-
-    try:
-        sentencepiece.SentencePieceProcessor(model_file=spm_model)
-    except RuntimeError as exc:  # sentencepiece's "could not parse ModelProto"
-        raise SeqKDError(f"--spm-model {spm_model} is not a sentencepiece model") from exc
-
-
 def _languages(task: dict[str, Any], *data_dirs: str) -> tuple[str, str]:
     """The checkpoint's language pair, else the one the data directories' files name."""
     src, tgt = task.get("source_lang"), task.get("target_lang")
@@ -190,7 +178,8 @@ def export_ctranslate2(
         raise SeqKDError(f"--quantization must be one of {', '.join(QUANTIZATIONS)}; "
                          f"got {quantization!r}")
     _check_output_dir(output, force)
-    _check_spm(spm_model)
+    if spm_model is not None:
+        open_spm(spm_model)
     option = "--input" if len(paths) == 1 else "--checkpoint-dir"
     state, changes = load_export_state(paths, option)
     cfg = state["cfg"]

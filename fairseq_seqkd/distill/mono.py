@@ -49,6 +49,7 @@ from fairseq.tokenizer import tokenize_line
 
 from ..atomic import atomic_open, atomic_write_text
 from ..errors import SeqKDError
+from ..spm import open_spm
 from ..stages import file_sha256
 from ..teacher import load_dictionary
 from ..textfiles import iter_text_lines
@@ -91,14 +92,7 @@ class Segmenter:
         self._spm = None
         if spm_model is None:
             return
-        if not os.path.isfile(spm_model):
-            raise SeqKDError(f"{option} {spm_model} does not exist")
-        import sentencepiece
-
-        try:
-            self._spm = sentencepiece.SentencePieceProcessor(model_file=spm_model)
-        except Exception as exc:  # sentencepiece raises RuntimeError/OSError for a bad file
-            raise SeqKDError(f"{option} {spm_model} is not a sentencepiece model") from exc
+        self._spm = open_spm(spm_model, option)
 
     def __call__(self, line: str) -> list[str]:
         if self._spm is None:
