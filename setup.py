@@ -1,12 +1,14 @@
 """fairseq-seqkd: sequence-level knowledge distillation as a fairseq --user-dir plugin."""
 
+import re
 from pathlib import Path
 
 from setuptools import find_packages, setup
 
 HERE = Path(__file__).parent
 # the one version string, in the package (stage stamps record it); read here without importing
-VERSION = (HERE / "fairseq_seqkd" / "version.py").read_text(encoding="utf-8").split('"')[1]
+VERSION = re.search(r'^__version__ = "([^"]+)"$',
+                    (HERE / "fairseq_seqkd" / "version.py").read_text(encoding="utf-8"), re.M)[1]
 
 setup(
     name="fairseq-seqkd",
