@@ -552,7 +552,9 @@ def test_plot_is_written_atomically(tmp_path):
 ])
 def test_the_mono_finding_reads_right_whichever_way_the_numbers_fall(mono_bleu, versus_seq,
                                                                      versus_teacher):
-    preset = replace(PRESETS["tiny"], mono_student_epochs=14)
+    tiny = PRESETS["tiny"]  # its numbers spelled out, so tuning the preset changes nothing here
+    preset = replace(tiny, corpus=replace(tiny.corpus, mono=16000), student_epochs=7,
+                     mono_student_epochs=14)
     bleus = {"teacher": 51.0, "seq-kd": 50.0, "seq-kd-mono": mono_bleu}
     models = Pipeline("unused", preset).models
     rows = [ModelResult(m.label, 1000, 500, bleus.get(m.key, 40.0), bleus.get(m.key, 40.0),
