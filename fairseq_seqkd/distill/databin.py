@@ -36,6 +36,14 @@ def data_files(directory: str, split: str) -> dict[str, str]:
             if _split_file(name, split) or _DICT.fullmatch(name)}
 
 
+def split_digests(directory: str, split: str) -> dict[str, str]:
+    """The content digests of a split's files and the dictionaries, by file name: what a
+    resumed decoding of it must find unchanged (seqkd-generate's and the CTranslate2 teacher's
+    chunk manifests record them)."""
+    return {f"{name} (sha256)": content_digest(path)
+            for name, path in data_files(directory, split).items()}
+
+
 class DataBin:
     """The gold data-bin: its language pair, dictionaries and the split's files.
 
@@ -96,10 +104,8 @@ class DataBin:
         return {f"{name}/{file}": path for file, path in data_files(self.dir, self.split).items()}
 
     def digests(self) -> dict[str, str]:
-        """The content digests of the split's files and the dictionaries, by file name: what a
-        resumed decoding must find unchanged (as seqkd-generate's manifest records them)."""
-        return {f"{name} (sha256)": content_digest(path)
-                for name, path in data_files(self.dir, self.split).items()}
+        """What a resumed decoding of this split must find unchanged: :func:`split_digests`."""
+        return split_digests(self.dir, self.split)
 
     def dict_names(self) -> tuple[str, str]:
         """The source and target dictionaries, as errors name them."""

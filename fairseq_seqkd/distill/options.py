@@ -25,7 +25,7 @@ from ..errors import SeqKDError
 from ..stages import content_digest
 from ..teacher import split_paths
 from .chunks import DEFAULT_CHUNK_SIZE
-from .databin import data_files
+from .databin import split_digests
 
 logger = logging.getLogger(__name__)
 
@@ -171,6 +171,4 @@ def checkpoint_files(cfg: DictConfig) -> list[str]:
 def data_digests(cfg: DictConfig) -> dict[str, str]:
     """Content digests of the data a run reads: the ``--gen-subset`` split's files and the
     dictionaries of the (first) data directory, by file name."""
-    directory = str(cfg.task.data).split(os.pathsep)[0]
-    return {f"{name} (sha256)": content_digest(path)
-            for name, path in data_files(directory, cfg.dataset.gen_subset).items()}
+    return split_digests(str(cfg.task.data).split(os.pathsep)[0], cfg.dataset.gen_subset)
