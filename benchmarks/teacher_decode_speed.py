@@ -38,12 +38,12 @@ import torch
 from fairseq.data import data_utils
 
 from fairseq_seqkd.deploy.ct2_export import read_manifest
+from fairseq_seqkd.digests import file_sha256
 from fairseq_seqkd.distill.ct2_teacher import ct2_generate_nbest
 from fairseq_seqkd.distill.evaluate import bleu
 from fairseq_seqkd.distill.generate import generate_nbest
 from fairseq_seqkd.distill.nbest import read_nbest
 from fairseq_seqkd.experiments.pipeline import MAX_LEN_A, MAX_LEN_B
-from fairseq_seqkd.stages import file_sha256
 from fairseq_seqkd.textfiles import iter_text_lines, read_text_lines
 
 BIN = Path(sys.executable).parent

@@ -1,19 +1,19 @@
 """The one stage engine: a stage is done when its stamp still matches what made its outputs.
 
-A stamp records a stage's *key*: the exact command (argument lists, or the options of an
-in-process step), a content digest of every input file or directory, and the package version.
-Keys hold contents, never sizes or times alone: a teacher copied in with ``cp -p``, a data-bin
-re-preprocessed to the same lengths, or a fixed bug in a tool (a new version) all redo what
-depends on them. :class:`StageRunner` runs :class:`Stage` s in one output directory: a stage's
-inputs are its dependencies' outputs and the files it names from outside; ``stamps/<stage>.json``
-is written last and ``stamps/<stage>.started.json`` marks a run in progress, so an interrupted
-stage resumes (when its tool can) or is cleaned and redone, never half-reused. Commands and
-their output go to ``logs/<stage>.log``, paths written as names (``$OUT`` ...).
+:class:`StageRunner` runs :class:`Stage` s in one output directory: a stage's inputs are its
+dependencies' outputs and the files it names from outside, and its key (:mod:`.stamps`) holds
+their content; ``stamps/<stage>.json`` is written last and ``stamps/<stage>.started.json``
+marks a run in progress, so an interrupted stage resumes (when its tool can) or is cleaned and
+redone, never half-reused. Commands and their output go to ``logs/<stage>.log``, paths written
+as names (``$OUT`` ...). An in-process stage may instead be keyed by its options, refuse bad
+input before anything is written, return a summary kept in its stamp and have its outputs'
+content recorded. Only the runner decides what is skipped, resumed or redone, and why;
+seqkd-build's runner files its stamps and says its progress its own way
+(:mod:`fairseq_seqkd.distill.build`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -22,14 +22,15 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from .atomic import atomic_write_text, replace_synced
+from .atomic import replace_synced
 from .errors import SeqKDError
+from .stamps import Stamp, stage_key
 from .version import __version__
 
 __all__ = [
@@ -38,137 +39,9 @@ __all__ = [
     "Stage",
     "StageRun",
     "StageRunner",
-    "Stamp",
-    "content_digest",
-    "file_sha256",
-    "stage_key",
     "stages_needed",
     "without_parallelism",
 ]
-
-_BLOCK = 1 << 20
-
-# (device, inode, size, mtime_ns, ctime_ns) -> digest. ctime moves on every write and on
-# every utime() call, and cannot be set back, so a file rewritten in place with its mtime
-# restored is still rehashed.
-_memo: dict[tuple[int, int, int, int, int], str] = {}
-
-
-def _identity(stat: os.stat_result) -> tuple[int, int, int, int, int]:
-    return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file's bytes (memoised on the file's identity)."""
-    stat = os.stat(path)
-    identity = _identity(stat)
-    known = _memo.get(identity)
-    if known is not None:
-        return known
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(_BLOCK), b""):
-            digest.update(block)
-    value = digest.hexdigest()
-    # a file changed while it was read gets no memo entry: its next digest reads it again
-    if _identity(os.stat(path)) == identity:
-        _memo[identity] = value
-    return value
-
-
-def _is_hidden(name: str) -> bool:
-    return name.startswith(".")  # temp files of atomic writes, editors' and OS droppings
-
-
-def content_digest(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file's bytes, or of a directory's files: their relative paths and
-    contents, in sorted order (hidden files, such as unfinished temporary files, left out)."""
-    path = Path(path)
-    if not path.is_dir():
-        return file_sha256(path)
-    digest = hashlib.sha256()
-    for root, dirs, files in os.walk(path):
-        dirs[:] = sorted(d for d in dirs if not _is_hidden(d))
-        for name in sorted(f for f in files if not _is_hidden(f)):
-            full = Path(root) / name
-            digest.update(full.relative_to(path).as_posix().encode("utf-8") + b"\0")
-            digest.update(file_sha256(full).encode("ascii") + b"\n")
-    return digest.hexdigest()
-
-
-def _plain(value: Any) -> Any:
-    """``value`` as JSON reads it back (tuples become lists), so a key compares equal to the
-    stamp it was written to."""
-    return json.loads(json.dumps(value, sort_keys=True))
-
-
-def stage_key(
-    command: Any,
-    inputs: Mapping[str, str | os.PathLike] | Iterable[str | os.PathLike] = (),
-    version: str = __version__,
-) -> dict[str, Any]:
-    """What a stage's outputs depend on: its command (any JSON value: argument lists, an
-    in-process step's options), the content digest of each input (named by ``inputs``' keys,
-    or by the paths as given) and the package version."""
-    if not isinstance(inputs, Mapping):
-        inputs = {os.fspath(p): p for p in inputs}
-    digests = {name: content_digest(p) for name, p in sorted(inputs.items())}
-    return _plain({"command": command, "inputs": digests, "version": version})
-
-
-def _difference(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
-    """Why a stamp no longer matches, in a few words: what of the key changed."""
-    if old.get("version") != new.get("version"):
-        return f"package version {old.get('version', 'unknown')} -> {new.get('version')}"
-    if old.get("command") != new.get("command"):
-        return "command changed"
-    before, after = old.get("inputs") or {}, new.get("inputs") or {}
-    changed = sorted(n for n in set(before) | set(after) if before.get(n) != after.get(n))
-    if changed:
-        return f"input {changed[0]} changed" + (
-            f" (and {len(changed) - 1} more)" if len(changed) > 1 else "")
-    extra = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-    return f"{extra[0]} changed" if extra else "unchanged"
-
-
-class Stamp:
-    """The record of a finished stage: its key and what the stage reports about itself
-    (timings, a summary), written atomically once every output exists."""
-
-    def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
-
-    def read(self) -> dict[str, Any] | None:
-        try:
-            stamp = json.loads(self.path.read_text(encoding="utf-8"))
-        except (FileNotFoundError, ValueError):  # none yet, or not JSON: not done
-            return None
-        return stamp if isinstance(stamp, dict) else None
-
-    def matches(self, key: Mapping[str, Any], outputs: Sequence[str | os.PathLike] = ()) -> bool:
-        """Whether the stage is done: the same key, and every output still there."""
-        stamp = self.read()
-        return (stamp is not None and stamp.get("key") == _plain(dict(key))
-                and all(os.path.exists(p) for p in outputs))
-
-    def why_redo(self, key: Mapping[str, Any], outputs: Sequence[str | os.PathLike] = ()) -> str:
-        """A few words on why the stage runs: first run, what of its key changed, or which
-        output is missing."""
-        stamp = self.read()
-        if stamp is None:
-            return "first run"
-        if stamp.get("key") != _plain(dict(key)):
-            return _difference(stamp.get("key") or {}, _plain(dict(key)))
-        missing = [os.fspath(p) for p in outputs if not os.path.exists(p)]
-        return f"output {missing[0]} is missing" if missing else "done"
-
-    def write(self, key: Mapping[str, Any], **record: Any) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.path, json.dumps({"key": _plain(dict(key)), **record},
-                                                indent=1, sort_keys=True) + "\n")
-
-    def remove(self) -> None:
-        self.path.unlink(missing_ok=True)
 
 
 # ------------------------------------------------------------------ stages and their runner
@@ -205,16 +78,23 @@ class Stage:
     # an interrupted run with the same key continues from the partial outputs (fairseq-train,
     # seqkd-build and seqkd-cache-teacher resume); False: they are cleaned, the stage redone
     resumes: bool = True
-    func: Callable[[TextIO], None] | None = None  # in-process step (after the commands)
+    # in-process step (after the commands), given the stage's log; it may return a summary
+    func: Callable[[TextIO], dict[str, Any] | None] | None = None
     func_key: dict[str, Any] | None = None  # what ``func`` does, for the key
+    # an in-process step's options: the key's command in place of the commands and func_key
+    # (and a change is said option by option)
+    options: dict[str, Any] | None = None
+    check: Callable[[], None] | None = None  # refuses bad input before anything is written
+    record_outputs: bool = False  # the stamp records the outputs' content (and checks it)
     mkdirs: list[Path] = field(default_factory=list)  # created before the commands run
     # per command: a file that receives its stdout and stderr (written to a temporary name
     # and renamed when the command succeeds) instead of the stage log
     captures: list[Path | None] = field(default_factory=list)
     # runs alone (decoding-speed measurements), even with jobs > 1
     exclusive: bool = False
-    # files read from outside the output directory (a corpus): their content is in the key
-    inputs: list[Path] = field(default_factory=list)
+    # files read from outside the output directory (a corpus): their content is in the key,
+    # named by their paths, or by the keys of a dict
+    inputs: list[Path] | dict[str, str] = field(default_factory=list)
 
 
 @dataclass
@@ -224,6 +104,7 @@ class StageRun:
     seconds: float  # wall time of this run; for a skipped stage, of the run that made it
     cpu_seconds: float = 0.0  # user + system time of the stage's processes (load-independent)
     reason: str = ""  # why it ran (first run, what of its key changed) or "done before"
+    summary: dict[str, Any] | None = None  # what the in-process step returned (recorded)
 
 
 def stages_needed(stages: list[Stage], only: Sequence[str]) -> list[Stage]:
@@ -271,7 +152,10 @@ class PathNames:
 
 class StageRunner:
     """Runs stages in the output directory ``out``, in order, or up to ``jobs`` independent
-    ones at once (an exclusive stage alone), each command with ``threads`` CPU threads."""
+    ones at once (an exclusive stage alone), each command with ``threads`` CPU threads. Where
+    stamps and logs go and how progress is said are methods that another runner overrides."""
+
+    resuming = "resuming an interrupted run"  # the reason a resumed stage gives
 
     def __init__(self, out: str | os.PathLike, names: PathNames | None = None,
                  threads: int = 1, jobs: int = 1, stream: TextIO | None = None,
@@ -288,21 +172,42 @@ class StageRunner:
     def stamp_path(self, name: str, started: bool = False) -> Path:
         return self.out / "stamps" / (f"{name}.started.json" if started else f"{name}.json")
 
-    def key(self, stage: Stage) -> dict[str, Any]:
-        """The stage's commands (parallelism blanked, paths named), the content of its
-        dependencies' outputs and of its own ``inputs``, and the package version."""
-        inputs: dict[str, Path] = {}
-        for dep in stage.deps:
-            for path in self._stages[dep].outputs:
-                inputs[self.portable(str(path))] = path
-        for path in stage.inputs:
-            inputs[self.portable(str(path))] = path
-        command = {"commands": self.portable(without_parallelism(stage.commands)),
-                   "func": self.portable(stage.func_key)}
-        return stage_key(command, inputs, self.version)
+    def log_path(self, name: str) -> Path | None:
+        """The stage's log of commands and output (None: none, its step says what it does)."""
+        return self.out / "logs" / f"{name}.log"
 
-    def _say(self, message: str) -> None:
+    def key(self, stage: Stage) -> dict[str, Any]:
+        """The stage's commands (parallelism blanked, paths named) or options, the content of
+        its dependencies' outputs and of its own ``inputs``, and the package version."""
+        inputs = {self.portable(str(p)): p for d in stage.deps for p in self._stages[d].outputs}
+        outside = stage.inputs if isinstance(stage.inputs, dict) else {
+            self.portable(str(p)): p for p in stage.inputs}
+        command = self.portable(stage.options) if stage.options is not None else {
+            "commands": self.portable(without_parallelism(stage.commands)),
+            "func": self.portable(stage.func_key)}
+        return stage_key(command, {**inputs, **outside}, self.version)
+
+    def say(self, message: str) -> None:
         print(message, file=self.stream, flush=True)
+
+    def tag(self, stage: Stage, index: int, total: int) -> str:
+        return f"[{index:2d}/{total}] {stage.name:<16}"
+
+    def say_skipped(self, tag: str, stage: Stage, key: dict[str, Any],
+                    record: dict[str, Any]) -> None:
+        self.say(f"{tag} skipped: done before in {record.get('seconds', 0.0):.0f}s, with the "
+                 f"same commands, {len(key['inputs'])} input(s) and version {key['version']} "
+                 f"({stage.description})")
+
+    def say_started(self, tag: str, stage: Stage, why: str, log_path: Path | None) -> None:
+        self.say(f"{tag} started {time.strftime('%H:%M:%S')}: {stage.description} ({why})"
+                 + (f"  [log: {os.path.relpath(log_path)}]" if log_path else ""))
+
+    def say_done(self, tag: str, stage: Stage, run: StageRun) -> None:
+        self.say(f"{tag} done in {run.seconds:.0f}s (CPU {run.cpu_seconds:.0f}s)")
+
+    def say_nothing_to_do(self) -> None:
+        self.say("nothing to do: every stage done before")
 
     def _env(self) -> dict[str, str]:
         """Environment of a command: ``threads`` CPU threads (small models on a few cores run
@@ -312,38 +217,35 @@ class StageRunner:
         return {**os.environ, "OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n,
                 "PYTHONUNBUFFERED": "1", "PYTHONWARNINGS": "ignore"}
 
-    @staticmethod
-    def _tag(stage: Stage, index: int, total: int) -> str:
-        return f"[{index:2d}/{total}] {stage.name:<16}"
+    def _stamp(self, name: str, started: bool = False) -> Stamp:
+        return Stamp(self.stamp_path(name, started), self.out)
 
-    def _skip(self, stage: Stage, tag: str, key: dict[str, Any]) -> StageRun | None:
-        """The run record of a stage done before with this key, said so; None otherwise."""
-        stamp = Stamp(self.stamp_path(stage.name))
-        if not stamp.matches(key, stage.outputs):
-            return None
-        record = stamp.read() or {}
-        seconds = record.get("seconds", 0.0)
-        self._say(f"{tag} skipped: done before in {seconds:.0f}s, with the same commands, "
-                  f"{len(key['inputs'])} input(s) and version {key['version']} "
-                  f"({stage.description})")
-        return StageRun(stage.name, True, seconds, record.get("cpu_seconds", 0.0), "done before")
+    def _why(self, stage: Stage, key: dict[str, Any]) -> str | None:
+        """Why ``stage`` is not done with ``key``; None: it is."""
+        return self._stamp(stage.name).why_redo(key, stage.outputs, stage.options is not None)
+
+    def _skipped(self, stage: Stage, tag: str, key: dict[str, Any]) -> StageRun:
+        """The run record of a stage done before with this key, said so."""
+        record = self._stamp(stage.name).read() or {}
+        self.say_skipped(tag, stage, key, record)
+        return StageRun(stage.name, True, record.get("seconds", 0.0),
+                        record.get("cpu_seconds", 0.0), "done before", record.get("summary"))
 
     def _run_stage(self, stage: Stage, index: int, total: int) -> StageRun:
-        tag = self._tag(stage, index, total)
+        tag = self.tag(stage, index, total)
         key = self.key(stage)
-        skipped = self._skip(stage, tag, key)
-        if skipped is not None:
-            return skipped
-        stamp = Stamp(self.stamp_path(stage.name))
-        started = Stamp(self.stamp_path(stage.name, started=True))
+        why = self._why(stage, key)
+        if why is None:
+            return self._skipped(stage, tag, key)
+        stamp, started = self._stamp(stage.name), self._stamp(stage.name, started=True)
         resumable = stage.resumes and started.matches(key)
-        if started.read() is None:
-            why = stamp.why_redo(key, stage.outputs)
-        elif resumable:
-            why = "resuming an interrupted run"
-        else:  # stale partial outputs: start afresh
-            why = ("an interrupted run, redone from clean"
-                   + (f": {started.why_redo(key)}" if not started.matches(key) else ""))
+        if resumable:
+            why = self.resuming
+        elif started.read() is not None:  # stale partial outputs: start afresh
+            change = started.why_redo(key, options=stage.options is not None)
+            why = "an interrupted run, redone from clean" + (f": {change}" if change else "")
+        if stage.check is not None:
+            stage.check()
         stamp.remove()
         if not resumable:
             for path in stage.clean:
@@ -354,29 +256,32 @@ class StageRunner:
         started.write(key)
         for path in stage.mkdirs:
             path.mkdir(parents=True, exist_ok=True)
-        log_path = self.out / "logs" / f"{stage.name}.log"
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._say(f"{tag} started {time.strftime('%H:%M:%S')}: {stage.description} ({why})"
-                  f"  [log: {os.path.relpath(log_path)}]")
-        begin, cpu = time.perf_counter(), 0.0
-        with open(log_path, "a", encoding="utf-8") as log:
+        log_path = self.log_path(stage.name)
+        if log_path is not None:
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.say_started(tag, stage, why, log_path)
+        begin, cpu, summary = time.perf_counter(), 0.0, None
+        with open(log_path or os.devnull, "a", encoding="utf-8") as log:
             for i, command in enumerate(stage.commands):
                 capture = stage.captures[i] if i < len(stage.captures) else None
-                cpu += self._run_command(command, log, log_path, stage.name, capture)
+                cpu += self._run_command(command, log, Path(log.name), stage.name, capture)
             if stage.func is not None:
                 before = time.process_time()
-                stage.func(log)
+                summary = stage.func(log)
                 cpu += time.process_time() - before
         seconds = time.perf_counter() - begin
         missing = [str(p) for p in stage.outputs if not p.exists()]
         if missing:
-            raise SeqKDError(f"stage {stage.name} finished but {missing[0]} is missing; "
-                             f"see {log_path}")
-        stamp.write(key, stage=stage.name, seconds=round(seconds, 1),
-                    cpu_seconds=round(cpu, 1), finished=time.strftime("%Y-%m-%d %H:%M:%S"))
+            raise SeqKDError(f"stage {stage.name} finished but {missing[0]} is missing"
+                             + (f"; see {log_path}" if log_path else ""))
+        stamp.write(key, stage.outputs if stage.record_outputs else (), stage=stage.name,
+                    seconds=round(seconds, 1), cpu_seconds=round(cpu, 1),
+                    finished=time.strftime("%Y-%m-%d %H:%M:%S"),
+                    **({"summary": summary} if summary is not None else {}))
         started.remove()
-        self._say(f"{tag} done in {seconds:.0f}s (CPU {cpu:.0f}s)")
-        return StageRun(stage.name, False, seconds, cpu, why)
+        run = StageRun(stage.name, False, seconds, cpu, why, json.loads(json.dumps(summary)))
+        self.say_done(tag, stage, run)
+        return run
 
     def _run_command(self, command: list[str], log: TextIO, log_path: Path, stage: str,
                      capture: Path | None) -> float:
@@ -439,7 +344,6 @@ class StageRunner:
             if unknown:
                 raise SeqKDError(f"stage {stage.name} needs stage {unknown[0]}, which is not "
                                  "in the run")
-        self.out.mkdir(parents=True, exist_ok=True)
         index = {s.name: i for i, s in enumerate(stages, start=1)}
         try:
             if self.jobs <= 1:
@@ -451,7 +355,7 @@ class StageRunner:
                 proc.terminate()
             raise
         if all(r.skipped for r in runs):
-            self._say("nothing to do: every stage done before")
+            self.say_nothing_to_do()
         return runs
 
     def _run_parallel(self, stages: list[Stage], index: dict[str, int]) -> list[StageRun]:
@@ -475,11 +379,11 @@ class StageRunner:
                     while fresh:
                         for stage in fresh:
                             checked.add(stage.name)
-                            tag = self._tag(stage, index[stage.name], len(stages))
-                            skipped = self._skip(stage, tag, self.key(stage))
-                            if skipped is not None:
+                            key = self.key(stage)
+                            if self._why(stage, key) is None:
                                 pending.remove(stage)
-                                done[stage.name] = skipped
+                                done[stage.name] = self._skipped(stage, self.tag(
+                                    stage, index[stage.name], len(stages)), key)
                         fresh = [s for s in ready() if s.name not in checked]
                     for stage in ready():
                         alone = any(r.exclusive for r in running.values())

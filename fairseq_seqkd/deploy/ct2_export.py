@@ -27,9 +27,9 @@ from typing import Any
 
 from ..atomic import umask
 from ..checkpoints import fmt_count, parameter_counts, save_atomic
+from ..digests import file_sha256
 from ..errors import SeqKDError
 from ..spm import open_spm
-from ..stages import file_sha256
 from .stock import load_export_state
 
 QUANTIZATIONS: tuple[str, ...] = ("int8", "int8_float32", "int16", "float16", "float32")

@@ -2,8 +2,8 @@
 
 :func:`build_distilled_data` is ``seqkd-build``: a build is its stages
 (:mod:`fairseq_seqkd.distill.build_stages`: mono, generate, generate-mono, select, binarize) run
-over the one stage engine (:mod:`fairseq_seqkd.distill.stage_records`), each recorded in
-``OUT_DIR/seqkd/<stage>/``.
+in order by the one stage engine (:mod:`fairseq_seqkd.stages`), each stamped in
+``OUT_DIR/seqkd/<stage>/`` (``done.json``; ``started.json`` while it runs) and said on one line.
 
 A stage is skipped when its record holds the same key (its options, the content of every file
 it reads - the teacher's files, the data-bin's files, the monolingual text and translations, the
@@ -31,19 +31,59 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from .. import version
 from ..errors import SeqKDError
+from ..stages import StageRun, StageRunner
 from .build_options import BuildOptions
-from .build_stages import Build, build_stages
+from .build_stages import WORK_DIR, Build, BuildStage, Log, build_stages
 from .build_teacher import BuildTeacher
 from .databin import DataBin
-from .stage_records import WORK_DIR, Log, run_stages
 from .translations import check_count, check_mono_counts
 
 __all__ = ["WORK_DIR", "BuildSummary", "build_distilled_data"]
 
 logger = logging.getLogger(__name__)
+
+
+class BuildRunner(StageRunner):
+    """The stage engine as seqkd-build runs it: each stage's stamps in its folder, no logs (its
+    step says what it does), and a line a stage to ``say``: skipped, running (why), done."""
+
+    resuming = "resuming an unfinished run"
+
+    def __init__(self, out: str, say: Log):
+        super().__init__(out, version=version.__version__)
+        self._say = say
+
+    def say(self, message: str) -> None:
+        self._say(message)
+
+    def stamp_path(self, name: str, started: bool = False) -> Path:
+        return self.out / WORK_DIR / name / ("started.json" if started else "done.json")
+
+    def log_path(self, name: str) -> None:
+        return None
+
+    def tag(self, stage: BuildStage, index: int, total: int) -> str:
+        return f"[{index}/{total}] {stage.name}:"
+
+    def say_skipped(self, tag: str, stage: BuildStage, key: dict[str, Any],
+                    record: dict[str, Any]) -> None:
+        self.say(f"{tag} skipped, up to date ({self.stamp_path(stage.name)}): "
+                 f"{stage.show(record['summary'])}")
+
+    def say_started(self, tag: str, stage: BuildStage, why: str, log_path: None) -> None:
+        self.say(f"{tag} running ({why})" + (f": {stage.description}" if stage.description
+                                             else ""))
+
+    def say_done(self, tag: str, stage: BuildStage, run: StageRun) -> None:
+        self.say(f"{tag} done: {stage.show(run.summary)}")
+
+    def say_nothing_to_do(self) -> None:
+        """Nothing: the build's last line says it is up to date."""
 
 
 @dataclass
@@ -99,6 +139,7 @@ def build_distilled_data(
                     len(bin_.load(bin_.tgt)), "sentences")
         if opts.mono:
             check_mono_counts(opts.mono_translations, opts.mono_source)
-    run = run_stages(out, build_stages(build), say)
-    summaries = {name.replace("-", "_"): summary for name, summary in run.summaries.items()}
-    return BuildSummary(output=opts.output, fallback=opts.fallback, ran=run.ran, **summaries)
+    runs = BuildRunner(out, say).run(build_stages(build))
+    return BuildSummary(output=opts.output, fallback=opts.fallback,
+                        ran=[run.name for run in runs if not run.skipped],
+                        **{run.name.replace("-", "_"): run.summary for run in runs})

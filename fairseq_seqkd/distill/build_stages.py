@@ -1,4 +1,4 @@
-"""The stages of a sequence-level KD build, each a :class:`~.stage_records.BuildStage`:
+"""The stages of a sequence-level KD build, each a :class:`BuildStage` of the stage engine:
 
 1. mono          - (``--mono-source``) :func:`fairseq_seqkd.distill.mono.prepare_mono` turns the
    monolingual text into a source-only split ``mono`` in ``seqkd/mono/``, streaming;
@@ -18,7 +18,9 @@
 
 Each names the options and the files its outputs depend on: the teacher and the data-bin's files
 by content, the monolingual text and translations by content, and the outputs of the stages
-before it. Without ``--mono-source`` a build is stages 2, 4 and 5.
+before it. Without ``--mono-source`` a build is stages 2, 4 and 5. A stage works in its folder
+``OUT_DIR/seqkd/<stage>/``, emptied before it is redone (unless it resumes: the decodings), and
+its stamp records its outputs' content, so an output edited since redoes it.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import json
 import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,6 +37,7 @@ import numpy as np
 from ..atomic import atomic_write_text
 from ..data.distilled import load_split
 from ..errors import SeqKDError
+from ..stages import Stage
 from ..textfiles import iter_text_lines, read_text_lines
 from .binarize import binarize_lines, copy_file, iter_token_lines, token_lines, write_subset
 from .build_options import MONO_SPLIT, BuildOptions
@@ -51,10 +55,25 @@ from .mono import (
 from .nbest import Hypothesis, check_indices, read_nbest
 from .select_run import Warn, run_selection
 from .select_stream import select_best
-from .stage_records import WORK_DIR, BuildStage, Log
 from .translations import mono_translations, parallel_translations
 
-__all__ = ["Build", "build_stages", "read_generated"]
+__all__ = ["WORK_DIR", "Build", "BuildStage", "Log", "build_stages", "read_generated"]
+
+WORK_DIR = "seqkd"
+
+Log = Callable[[str], None]
+
+
+def summary_text(summary: dict[str, Any]) -> str:
+    """A stage summary on one line (lists by their length)."""
+    return ", ".join(f"{k} {len(v) if isinstance(v, list) else v}" for k, v in summary.items())
+
+
+@dataclass
+class BuildStage(Stage):
+    """A stage of a build: in-process, keyed by its options and the files it reads."""
+
+    show: Callable[[dict[str, Any]], str] = summary_text  # its summary, in the build's log
 
 
 @dataclass
@@ -106,6 +125,19 @@ def build_stages(build: Build) -> list[BuildStage]:
             select_stage(build), binarize_stage(build)]
 
 
+def _stage(build: Build, name: str, options: dict[str, Any], inputs: dict[str, str],
+           outputs: list[str], run: Callable[[str], dict[str, Any]], description: str = "",
+           check: Callable[[], None] | None = None, resumes: bool = False,
+           show: Callable[[dict[str, Any]], str] = summary_text) -> BuildStage:
+    """The stage ``name``: ``run(folder)`` writes ``outputs`` (relative to the output
+    directory) and returns its summary; ``description`` follows the reason it runs."""
+    folder = build.path(name)
+    return BuildStage(name, description, [], [Path(build.out, rel) for rel in outputs],
+                      func=lambda _log: run(folder), options=options, inputs=inputs,
+                      check=check, resumes=resumes, clean=[Path(folder)],
+                      mkdirs=[Path(folder)], record_outputs=True, show=show)
+
+
 # ------------------------------------------------------------------------------ decoding
 
 
@@ -130,12 +162,11 @@ def _decode_stage(build: Build, name: str, directory: str, split: str, nbest: in
                 "seconds": round(generated.seconds, 2)}
 
     nbest_rel = _nbest_rel(name, split)
-    return BuildStage(
-        name=name, command={"split": split, "nbest": nbest, **teacher.command()},
-        inputs={**teacher.inputs(), **inputs}, outputs=[nbest_rel, skipped_path(nbest_rel)],
-        run=run, check=lambda: teacher.check(build.data), resumable=True,
-        announce=f": beam {build.opts.beam}, {nbest}-best of {what} with {teacher.engine} "
-                 f"teacher {build.opts.teacher}",
+    return _stage(
+        build, name, {"split": split, "nbest": nbest, **teacher.command()},
+        {**teacher.inputs(), **inputs}, [nbest_rel, skipped_path(nbest_rel)], run,
+        f"beam {build.opts.beam}, {nbest}-best of {what} with {teacher.engine} teacher "
+        f"{build.opts.teacher}", check=lambda: teacher.check(build.data), resumes=True,
     )
 
 
@@ -152,10 +183,10 @@ def _translations_stage(build: Build, name: str, split: str, inputs: dict[str, s
         return {"engine": "translations", **summary.record()}
 
     nbest_rel = _nbest_rel(name, split)
-    return BuildStage(
-        name=name, command={"split": split, "engine": "translations"},
-        inputs={**inputs, **build.spm_input()}, outputs=[nbest_rel, skipped_path(nbest_rel)],
-        run=run, announce=f": {what}, as targets without a teacher",
+    return _stage(
+        build, name, {"split": split, "engine": "translations"},
+        {**inputs, **build.spm_input()}, [nbest_rel, skipped_path(nbest_rel)], run,
+        f"{what}, as targets without a teacher",
         show=lambda r: f"{r['sentences']} translations ({r['empty']} empty, {r['unk_heavy']} "
                        f"more than half <unk>)")
 
@@ -220,16 +251,15 @@ def mono_stage(build: Build) -> BuildStage:
         build.say(summary.describe())
         return summary.record()
 
-    return BuildStage(
-        name="mono", command={"split": MONO_SPLIT, "size": opts.mono_size},
-        inputs={**{f"mono-source {i}": path for i, path in enumerate(opts.mono_source, 1)},
-                **build.spm_input(), **(teacher.inputs() if teacher is not None else {}),
-                **{f"data/dict.{lang}.txt": data.dict_files[lang]
-                   for lang in (data.src, data.tgt)}},
-        outputs=[f"{WORK_DIR}/mono/{name}" for name in names], run=run, show=_show_mono,
-        check=(lambda: teacher.check(data)) if teacher is not None else None,
-        announce=f": {len(opts.mono_source)} --mono-source file(s)"
-                 + (f", the first {opts.mono_size} usable lines" if opts.mono_size else ""),
+    return _stage(
+        build, "mono", {"split": MONO_SPLIT, "size": opts.mono_size},
+        {**{f"mono-source {i}": path for i, path in enumerate(opts.mono_source, 1)},
+         **build.spm_input(), **(teacher.inputs() if teacher is not None else {}),
+         **{f"data/dict.{lang}.txt": data.dict_files[lang] for lang in (data.src, data.tgt)}},
+        [f"{WORK_DIR}/mono/{name}" for name in names], run,
+        f"{len(opts.mono_source)} --mono-source file(s)"
+        + (f", the first {opts.mono_size} usable lines" if opts.mono_size else ""),
+        check=(lambda: teacher.check(data)) if teacher is not None else None, show=_show_mono,
     )
 
 
@@ -316,15 +346,12 @@ def select_stage(build: Build) -> BuildStage:
         inputs.update({"generate-mono/nbest": mono_nbest,
                        "generate-mono/skipped": skipped_path(mono_nbest), **build.mono_files()})
         outputs += [f"{WORK_DIR}/select/{MONO_SPLIT}.{name}" for name in ("targets", "kept")]
-    return BuildStage(
-        name="select", command=command, inputs=inputs, outputs=outputs, run=run,
+    return _stage(
+        build, "select", command, inputs, outputs, run,
+        opts.strategy + (f" by sentence {opts.sim}" if opts.strategy == "seq-inter" else "")
+        + (f", dropping scores below {opts.min_score}" if opts.min_score is not None else "")
+        + (f", dropping the worst-scored {opts.filter_worst:g} %" if opts.filter_worst else ""),
         show=_show_report,
-        announce=(f": {opts.strategy}"
-                  + (f" by sentence {opts.sim}" if opts.strategy == "seq-inter" else "")
-                  + (f", dropping scores below {opts.min_score}"
-                     if opts.min_score is not None else "")
-                  + (f", dropping the worst-scored {opts.filter_worst:g} %"
-                     if opts.filter_worst else "")),
     )
 
 
@@ -397,8 +424,6 @@ def binarize_stage(build: Build) -> BuildStage:
         inputs.update({"select/mono-targets": mono_targets, "select/mono-kept": mono_kept,
                        "mono/provenance": build.path("mono", MONO_SPLIT + PROVENANCE_SUFFIX),
                        **build.mono_files()})
-    return BuildStage(
-        name="binarize", command={"split": opts.split, "fallback": opts.fallback,
-                                  **({"mono": True} if opts.mono else {})},
-        inputs=inputs, outputs=[*copied, *written, *extra], run=run,
-    )
+    return _stage(build, "binarize", {"split": opts.split, "fallback": opts.fallback,
+                                      **({"mono": True} if opts.mono else {})},
+                  inputs, [*copied, *written, *extra], run)

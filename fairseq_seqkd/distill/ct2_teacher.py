@@ -67,8 +67,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from .. import version
+from ..digests import content_digest
 from ..errors import SeqKDError
-from ..stages import content_digest
 from .chunks import DEFAULT_CHUNK_SIZE, ChunkStore, check_output_path, owned_chunks
 from .databin import DataBin
 from .generate import GenerationSummary

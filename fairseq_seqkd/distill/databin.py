@@ -10,8 +10,8 @@ from typing import Any
 from fairseq.data import data_utils
 
 from ..data.distilled import load_split
+from ..digests import content_digest
 from ..errors import SeqKDError
-from ..stages import content_digest
 from ..teacher import load_dictionary
 
 _DICT = re.compile(r"dict\..+\.txt")

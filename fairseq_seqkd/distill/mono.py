@@ -48,9 +48,9 @@ from fairseq.data import ConcatDataset, Dictionary
 from fairseq.tokenizer import tokenize_line
 
 from ..atomic import atomic_open, atomic_write_text
+from ..digests import file_sha256
 from ..errors import SeqKDError
 from ..spm import open_spm
-from ..stages import file_sha256
 from ..teacher import load_dictionary
 from ..textfiles import iter_text_lines
 from .binarize import binarize_lines, copy_file, write_subset

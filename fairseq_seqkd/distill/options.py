@@ -21,8 +21,8 @@ from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 from omegaconf import DictConfig, OmegaConf
 
 from .. import version
+from ..digests import content_digest
 from ..errors import SeqKDError
-from ..stages import content_digest
 from ..teacher import split_paths
 from .chunks import DEFAULT_CHUNK_SIZE
 from .databin import split_digests

@@ -31,8 +31,8 @@ from typing import Any
 from fairseq.data import Dictionary
 
 from ..atomic import atomic_open
+from ..digests import file_sha256
 from ..errors import SeqKDError
-from ..stages import file_sha256
 from ..textfiles import iter_text_lines
 from .mono import Segmenter, UnkLines, read_provenance
 from .nbest import Hypothesis, format_nbest_lines

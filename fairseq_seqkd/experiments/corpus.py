@@ -40,8 +40,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..atomic import atomic_write_text
+from ..digests import file_sha256
 from ..errors import SeqKDError
-from ..stages import Stamp, file_sha256, stage_key
+from ..stamps import Stamp, stage_key
 from ..textfiles import read_text_lines
 from .language import (
     ADJECTIVES,

@@ -15,10 +15,10 @@ from fairseq.tasks.translation import load_langpair_dataset
 
 from fairseq_seqkd.cli import build
 from fairseq_seqkd.data.teacher_cache import read_meta
+from fairseq_seqkd.digests import file_sha256
 from fairseq_seqkd.distill.binarize import token_lines
 from fairseq_seqkd.distill.nbest import read_nbest
 from fairseq_seqkd.distill.select import repeat_run
-from fairseq_seqkd.stages import file_sha256
 
 from ..conftest import PLUGIN, run_cli, write_toy_corpus
 

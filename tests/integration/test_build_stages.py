@@ -97,6 +97,7 @@ def test_a_new_package_version_redoes_every_stage(valid_kd, toy_bin, teacher_ckp
     assert built(out) == before  # the same code: the same bytes
     record = json.loads((out / "seqkd" / "generate" / "done.json").read_text())
     assert record["key"]["version"] == "999.0"
+    assert not (out / "stamps").exists() and not (out / "logs").exists()  # a user's data-bin
     # an unchanged rerun does nothing, and says so
     assert build.main(args(toy_bin, teacher_ckpt, out)) == 0
     log = capsys.readouterr().out
@@ -133,7 +134,8 @@ def test_a_changed_output_is_redone_and_a_killed_stage_never_half_reused(valid_k
     monkeypatch.undo()
     assert not (out / "seqkd" / "binarize" / "done.json").exists()
     assert build.main(args(toy_bin, teacher_ckpt, out)) == 0
-    assert stages(capsys.readouterr().out)["binarize"].startswith("options changed (")
+    assert stages(capsys.readouterr().out)["binarize"] == (
+        "an interrupted run, redone from clean: options changed (fallback: drop -> gold)")
     assert built(out) == before
 
 
@@ -201,8 +203,10 @@ def test_a_sentence_the_teacher_skips_fails_the_build_unless_allowed(long_bin, t
     assert build.main(args(long_bin, teacher_ckpt, out, "--allow-missing")) == 0
     captured = capsys.readouterr()
     assert stages(captured.out) == {
-        "generate": "skipped", "select": "options changed (allow_missing: False -> True)",
-        "binarize": "first run"}
+        "generate": "skipped", "binarize": "first run",
+        # the failed selection left its started stamp: cleaned and redone, said why
+        "select": "an interrupted run, redone from clean: options changed (allow_missing: "
+                  "False -> True)"}
     assert (f"seqkd-build: warning: 1 of 60 sentences have no hypotheses in {nbest} (the "
             f"first: sentence index 3); with --allow-missing they get the fallback (gold)"
             ) in captured.err.splitlines()

@@ -12,8 +12,8 @@ from itertools import combinations
 
 import pytest
 
+from fairseq_seqkd.digests import file_sha256
 from fairseq_seqkd.experiments import corpus as C
-from fairseq_seqkd.stages import file_sha256
 
 SMALL = C.CorpusSpec(seed=7, train=3000, valid=300, test=300)
 

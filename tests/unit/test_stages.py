@@ -1,5 +1,6 @@
 """The stage engine: keys by content, version and command; resume or redo; the runner's order."""
 
+import hashlib
 import io
 import json
 import os
@@ -11,16 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from fairseq_seqkd.digests import content_digest
 from fairseq_seqkd.errors import SeqKDError
-from fairseq_seqkd.stages import (
-    PathNames,
-    Stage,
-    StageRunner,
-    Stamp,
-    content_digest,
-    stage_key,
-    stages_needed,
-)
+from fairseq_seqkd.stages import PathNames, Stage, StageRunner, stages_needed
+from fairseq_seqkd.stamps import Stamp, stage_key
 
 
 def runner(out: Path, version: str = "1.0", jobs: int = 1, threads: int = 1) -> StageRunner:
@@ -208,6 +203,80 @@ def test_stage_key_digests_directories_by_content_and_names(tmp_path):
     assert stage_key(["cmd"], {"data": data}, version="1") == key
     (data / "a.bin").rename(data / "b.bin")  # the same bytes under another name
     assert stage_key(["cmd"], {"data": data}, version="1") != key
+
+
+def test_a_command_stages_stamp_written_by_the_previous_engine_still_skips(setup):
+    """The stamps of a demo or benchmark run made by an earlier version of the engine, written
+    here as it wrote them: its stages are still done."""
+    out, teacher, gold = setup
+    for stage in (out / "stamps").iterdir():
+        stage.unlink()
+
+    def sha256(path: Path) -> str:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+
+    commands = {"build": [["cp", str(teacher), "$OUT/distilled.txt"]],
+                "student": [["cp", "$OUT/distilled.txt", "$OUT/student.txt"]],
+                "baseline": [["sh", "-c", f"tr a-z A-Z < '{gold}' > '$OUT/baseline.txt'"]]}
+    inputs = {"build": {str(teacher): sha256(teacher)},
+              "student": {"$OUT/distilled.txt": sha256(out / "distilled.txt")},
+              "baseline": {str(gold): sha256(gold)}}
+    for name in commands:
+        stamp = {"key": {"command": {"commands": commands[name], "func": None},
+                         "inputs": inputs[name], "version": "1.0"},
+                 "stage": name, "seconds": 12.3, "cpu_seconds": 4.5,
+                 "finished": "2024-05-01 10:00:00"}
+        (out / "stamps" / f"{name}.json").write_text(
+            json.dumps(stamp, indent=1, sort_keys=True) + "\n")
+    again = runner(out)
+    assert ran(again.run(chain(out, teacher, gold))) == []
+    assert "build            skipped: done before in 12s" in said(again)
+    assert said(again).splitlines()[-1] == "nothing to do: every stage done before"
+
+
+# ------------------------------------------------------------------ in-process stages
+
+
+def in_process(out: Path, beam: int = 5, check=None) -> Stage:
+    """A step keyed by its options, that returns a summary and records its output's content."""
+    made = out / "made.txt"
+
+    def step(log) -> dict:
+        made.write_text(f"beam {beam}\n")
+        return {"beam": beam, "lines": [1]}
+    return Stage("step", "an in-process step", [], [made], func=step,
+                 options={"beam": beam, "nbest": 2}, check=check, record_outputs=True)
+
+
+def test_an_in_process_stage_keeps_its_summary_and_names_changed_options(tmp_path):
+    assert [r.summary for r in runner(tmp_path).run([in_process(tmp_path)])] == [
+        {"beam": 5, "lines": [1]}]
+    stamp = json.loads((tmp_path / "stamps" / "step.json").read_text())
+    assert stamp["key"]["command"] == {"beam": 5, "nbest": 2}
+    assert stamp["outputs"] == {"made.txt": content_digest(tmp_path / "made.txt")}
+    again = runner(tmp_path).run([in_process(tmp_path)])
+    assert ran(again) == [] and again[0].summary == {"beam": 5, "lines": [1]}
+    runs = runner(tmp_path).run([in_process(tmp_path, beam=4)])
+    assert runs[0].reason == "options changed (beam: 5 -> 4)"
+
+
+def test_a_recorded_output_changed_or_gone_redoes_its_stage(tmp_path):
+    runner(tmp_path).run([in_process(tmp_path)])
+    (tmp_path / "made.txt").write_text("edited\n")
+    runs = runner(tmp_path).run([in_process(tmp_path)])
+    assert runs[0].reason == "output made.txt changed"
+    (tmp_path / "made.txt").unlink()
+    assert runner(tmp_path).run([in_process(tmp_path)])[0].reason == "output made.txt is missing"
+    assert (tmp_path / "made.txt").read_text() == "beam 5\n"
+
+
+def test_a_check_refuses_before_anything_is_written(tmp_path):
+    def refuse():
+        raise SeqKDError("bad input")
+    out = tmp_path / "out"
+    with pytest.raises(SeqKDError, match="bad input"):
+        runner(out).run([in_process(out, check=refuse)])
+    assert not out.exists()
 
 
 # ------------------------------------------------------------------ interrupted stages
