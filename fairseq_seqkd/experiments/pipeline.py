@@ -49,7 +49,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TextIO
 
@@ -58,7 +58,7 @@ from ..distill.build import WORK_DIR
 from ..distill.evaluate import Decoding
 from ..stages import PathNames, Stage, StageRun, StageRunner, stages_needed
 from .corpus import CORPUS_VERSION, MONO_FILE, SPLITS, corpus_files
-from .decode import decoding_json, hypothesis_file, read_decoding_run
+from .decode import read_decoding_run
 from .demo_models import (
     DEPLOYED,
     GKD_BETA,
@@ -73,9 +73,10 @@ from .demo_models import (
     demo_rows,
 )
 from .demo_report import write_report
-from .presets import Arch, Preset
+from .presets import Preset
 from .report import ModelResult
 from .subwords import check_raw_corpus, train_sentencepiece
+from .tool_commands import ToolCommands
 
 __all__ = [
     "DEPLOYED",
@@ -99,7 +100,7 @@ def _data_outputs(directory: Path, *proof: str) -> list[Path]:
     return [*(directory / name for name in proof), directory]
 
 
-class Pipeline:
+class Pipeline(ToolCommands):
     """Builds the stage list for one output directory and runs it."""
 
     def __init__(
@@ -128,7 +129,11 @@ class Pipeline:
         self.mono = self.raw / MONO_FILE if self.builtin and preset.corpus.mono else None
         self.mono_data = self.out / "data-seq-kd-mono"
         #: the rows decoded by fairseq, in the table's order (DEPLOYED: by CTranslate2)
-        self.models: tuple[ModelSpec, ...] = demo_rows(self.mono is not None)
+        average = preset.teacher_average_last
+        self.teacher = MODELS[0] if not average else replace(
+            MODELS[0], checkpoint=f"models/teacher/average-last-{average}.pt", plugin=False)
+        self.models: tuple[ModelSpec, ...] = tuple(
+            self.teacher if m.key == "teacher" else m for m in demo_rows(self.mono is not None))
         self.runs: list[StageRun] = []
         # further test sets, raw ``NAME.{src,tgt}`` beside the corpus's test split; fairseq-
         # preprocess binarizes them as test1, test2, ... (see ``subset``)
@@ -138,105 +143,7 @@ class Pipeline:
             str(self.out): "$OUT", str(Path(self.plugin).parent): "$REPO", sys.prefix: "$VENV",
             **({} if self.builtin else {str(self.raw): "$CORPUS"})})
 
-    @property
-    def test_sets(self) -> tuple[str, ...]:
-        return ("test", *self.extra_tests)
-
-    def subset(self, test_set: str) -> str:
-        """fairseq's name of a test set: ``test``, then ``test1``, ``test2``, ..."""
-        index = self.test_sets.index(test_set)
-        return "test" if index == 0 else f"test{index}"
-
     # ------------------------------------------------------------------ stage list
-
-    def _train(self, data: Path, save: str, arch: Arch, epochs: int, lr: float, dropout: float,
-               *extra: str, plugin: bool = True, warmup: int | None = None,
-               seed: int = 1) -> list[str]:
-        p = self.preset
-        warmup = p.warmup if warmup is None else warmup
-        return [
-            console_script("fairseq-train"), str(data),
-            *(["--user-dir", self.plugin] if plugin else []),
-            *arch.args(),
-            "--optimizer", "adam", "--adam-betas", "(0.9,0.98)", "--clip-norm", "1.0",
-            "--lr", str(lr), "--lr-scheduler", "inverse_sqrt", "--warmup-updates", str(warmup),
-            "--max-tokens", str(p.max_tokens), "--max-epoch", str(epochs),
-            "--dropout", str(dropout), "--seed", str(seed),
-            "--cpu", "--num-workers", "0", "--no-progress-bar", "--log-format", "simple",
-            "--log-interval", "50", *self._checkpointing(save),
-            "--save-dir", str(self.out / "models" / save),
-            *extra,
-        ]  # fmt: skip
-
-    def _checkpointing(self, save: str) -> list[str]:
-        """fairseq-train's checkpoint and stopping options for the model saved in ``save``:
-        the best checkpoint only (the benchmark keeps epoch checkpoints to average)."""
-        return ["--no-epoch-checkpoints"]
-
-    def _student(self, data: Path, save: str, *extra: str, epochs: int | None = None,
-                 lr: float | None = None, warmup: int | None = None, seed: int = 1) -> list[str]:
-        p = self.preset
-        return self._train(
-            data, save, p.student, p.student_epochs if epochs is None else epochs,
-            p.student_lr if lr is None else lr, p.student_dropout, *extra, warmup=warmup,
-            seed=seed,
-        )
-
-    def _ls(self) -> list[str]:
-        return ["--criterion", "label_smoothed_cross_entropy",
-                "--label-smoothing", str(self.preset.label_smoothing)]
-
-    def _gkd(self, beta: float) -> list[str]:
-        """The Seq-KD student fine-tuned on-policy: ``--criterion gkd`` with the teacher online
-        (a cache cannot score the student's own samples)."""
-        p = self.preset
-        return ["--criterion", "gkd", "--label-smoothing", str(p.label_smoothing),
-                "--teacher-path", str(self.out / MODELS[0].checkpoint),
-                "--kd-alpha", str(p.kd_alpha), "--gkd-lambda", str(GKD_LAMBDA),
-                "--gkd-beta", str(beta),
-                "--finetune-from-model", str(self.out / MODELS[3].checkpoint)]
-
-    def _build(self, strategy: str, output: Path, *extra: str, teacher: str | None = None,
-               beam: int | None = None, nbest: int | None = None) -> list[str]:
-        """seqkd-build from ``teacher`` (a checkpoint relative to the output directory; the
-        teacher by default) with beam ``beam`` (the preset's by default). It decodes the
-        ``nbest``-best (``inter_nbest`` by default; Seq-KD takes the first), so each later build
-        from the same teacher can start from the Seq-KD build's (:meth:`_rebuild`)."""
-        p = self.preset
-        return [
-            console_script("seqkd-build"), "--data", str(self.data),
-            "--teacher", str(self.out / (teacher or MODELS[0].checkpoint)), "--output",
-            str(output), "--strategy", strategy, "--beam", str(beam or p.beam),
-            "--nbest", str(nbest or p.inter_nbest), *extra,
-            *(["--max-repeats", str(p.max_repeats)] if p.max_repeats is not None else []),
-            # the evaluation's output cap: a teacher caught in a loop stops at ~30 tokens,
-            # not at fairseq's 200 (one such sentence holds up its whole batch)
-            "--max-len-a", str(MAX_LEN_A), "--max-len-b", str(MAX_LEN_B),
-            "--remove-bpe", "sentencepiece", "--cpu", "--batch-size", str(p.build_batch_size),
-            "--workers", str(self.threads),
-        ]  # fmt: skip
-
-    def _cache(self, data: Path, cache: Path, split: str) -> list[str]:
-        p = self.preset
-        return [
-            console_script("seqkd-cache-teacher"), str(data), "--user-dir", self.plugin,
-            "--path", str(self.out / MODELS[0].checkpoint), "--gen-subset", split,
-            "--kd-topk", str(p.kd_topk), "--max-tokens", str(p.cache_max_tokens),
-            "--cpu", "--num-workers", "0", "--no-progress-bar", "--output", str(cache),
-        ]  # fmt: skip
-
-    def _cached_word_kd(self, cache: str, divergence: str = "kl") -> list[str]:
-        """word_kd reading the teacher's top-k from ``cache-NAME`` (:meth:`_cache_stage`)."""
-        p = self.preset
-        return [
-            "--task", "translation_kd", "--teacher-cache", str(self._cache_dir(cache)),
-            "--criterion", "word_kd",
-            "--label-smoothing", str(p.label_smoothing), "--kd-alpha", str(p.kd_alpha),
-            "--kd-topk", str(p.kd_topk), "--kd-divergence", divergence,
-        ]  # fmt: skip
-
-    def _cache_dir(self, name: str) -> Path:
-        return self.out / f"cache-{name}"
 
     def _cache_stage(self, name: str, data: Path, deps: list[str]) -> Stage:
         """The teacher's top-k distributions on ``data``'s targets, computed once
@@ -264,36 +171,6 @@ class Pipeline:
             mkdirs=[output / WORK_DIR],
             resumes=False,  # cp -R into an existing copy would nest it
         )
-
-    def _decode_command(self, models: Sequence[ModelSpec], timed: bool = True
-                        ) -> tuple[list[str], list[Path]]:
-        """One process that decodes ``models`` on every test set, greedy and with beam K
-        (:mod:`fairseq_seqkd.experiments.decode`), and the files it writes; ``timed=False`` skips
-        the untimed warm-up passes that only make the timings fair."""
-        p, eval_dir = self.preset, self.out / "eval"
-        subsets = [self.subset(t) for t in self.test_sets]
-        command = [
-            sys.executable, "-m", "fairseq_seqkd.experiments.decode", "--data", str(self.data),
-            "--subsets", *subsets,
-            *(["--sources", *map(str, self._sources(models))] if self._sources(models)
-              else []),
-            *(arg for m in models for arg in ("--model", f"{m.key}={m.engine}:"
-                                              f"{self.out / m.checkpoint}")),
-            "--beams", "1", str(p.beam), "--batch-size", str(p.eval_batch_size),
-            "--threads", str(self.threads), "--max-len-a", str(MAX_LEN_A),
-            "--max-len-b", str(MAX_LEN_B), "--output-dir", str(eval_dir),
-            *([] if timed else ["--no-warm-up"]),
-        ]  # fmt: skip
-        files = [*(hypothesis_file(eval_dir, m.key, s, b) for m in models for s in subsets
-                   for b in (1, p.beam)), *(decoding_json(eval_dir, m.key) for m in models)]
-        return command, files
-
-    def _sources(self, models: Sequence[ModelSpec]) -> list[Path]:
-        """The raw test sources that decoding ``models`` reads: CTranslate2 models translate
-        text."""
-        if not any(m.engine == "ctranslate2" for m in models):
-            return []
-        return [self.raw / f"{t}.{SRC}" for t in self.test_sets]
 
     def stages(self) -> list[Stage]:
         p = self.preset
@@ -348,11 +225,16 @@ class Pipeline:
             return Stage(name, description, [command], [save_dir / "checkpoint_best.pt"],
                          deps=deps, clean=[save_dir])
 
-        stages.append(model_stage(
-            "teacher", f"teacher, {p.teacher.describe()}",
-            self._train(self.data, "teacher", p.teacher, p.teacher_epochs, p.teacher_lr,
-                        p.teacher_dropout, *self._ls(), plugin=False),
-            ["preprocess"],
+        teacher_dir, average = out / "models" / "teacher", p.teacher_average_last
+        stages.append(Stage(
+            "teacher", f"teacher, {p.teacher.describe()}"
+            + (f", the average of its last {average} epochs" if average else ""),
+            [self._train(self.data, "teacher", p.teacher, p.teacher_epochs, p.teacher_lr,
+                         p.teacher_dropout, *self._ls()),
+             *([[console_script("seqkd-export"), "--checkpoint-dir", str(teacher_dir),
+                 "--average-last", str(average), "--output", str(out / self.teacher.checkpoint)]]
+               if average else [])],
+            [out / self.teacher.checkpoint], deps=["preprocess"], clean=[teacher_dir],
         ))
         stages.append(model_stage(
             "baseline", f"baseline student, {p.student.describe()}, gold data",

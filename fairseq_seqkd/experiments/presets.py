@@ -67,6 +67,9 @@ class Preset:
     warmup: int
     max_tokens: int
     teacher_dropout: float = 0.1
+    # the teacher every later stage reads: the average of its last N epoch checkpoints
+    # (seqkd-export --average-last N); 0: its best checkpoint by validation loss
+    teacher_average_last: int = 0
     student_dropout: float = 0.1
     label_smoothing: float = 0.1
     kd_alpha: float = 0.5
@@ -99,6 +102,7 @@ PRESETS: dict[str, Preset] = {
         teacher=Arch(32, 1, 2, 64),
         student=Arch(16, 1, 2, 32),
         teacher_epochs=5, student_epochs=3, prune_epochs=1, mono_student_epochs=3,
+        teacher_average_last=2,
         teacher_lr=0.01, student_lr=0.01, prune_lr=0.003, warmup=20,
         max_tokens=1000, eval_batch_size=50, build_batch_size=200, gkd_updates=10,
         max_repeats=2,
@@ -114,11 +118,17 @@ PRESETS: dict[str, Preset] = {
         # 65-73 BLEU (loops) where the pre-norm one on twice the data gave 72-73, within
         # 0.5-2 BLEU of its beam 5
         teacher=Arch(128, 2, 4, 256, pre_norm=True),
+        # 9 epochs, the last 3 averaged: over seeds 1-3 the teacher's test greedy / beam 5 BLEU
+        # was 74.38/74.21, 73.09/74.32, 73.56/74.16 (the baseline student's 69.8-70.6 /
+        # 70.6-71.7). Its best checkpoint by validation loss was not robust: after 6 epochs
+        # 73.30/73.76, 72.13/74.11 but 63.45/68.49 (seed 3, loops and lexical errors); after
+        # 9, 71.37/70.55 for seed 1 (epoch 8 chosen on the 300 validation sentences)
+        teacher_average_last=3,
         student=Arch(64, 1, 4, 128),
-        # 1024-token batches: ~200 updates an epoch (1,200 for the teacher, 1,000 a student);
+        # 1024-token batches: ~200 updates an epoch (1,800 for the teacher, 1,000 a student);
         # teacher dropout keeps it from memorising which training sentence had which
         # register, so its beam output (the Seq-KD data) is the canonical register
-        teacher_epochs=6, student_epochs=5, prune_epochs=5,
+        teacher_epochs=9, student_epochs=5, prune_epochs=5,
         teacher_lr=0.005, student_lr=0.005, prune_lr=0.005, warmup=120,
         max_tokens=1024, teacher_dropout=0.2, student_dropout=0.0,
         # GKD fine-tuning: ~0.5 CPU-s an update (half of them sampled)

@@ -309,6 +309,27 @@ def test_interrupted_stage_leaves_nothing_half_written_and_resumes(first_run, tm
 
 
 @slow
+def test_an_interrupted_teacher_training_resumes_from_its_last_checkpoint(first_run, tmp_path):
+    # what a run killed during the teacher's training leaves: its checkpoints and a started
+    # stamp with the same key; fairseq-train then reads checkpoint_last.pt, which torch
+    # refuses unless the plugin (--user-dir) allow-lists what fairseq checkpoints hold
+    out, _, _ = first_run
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    done = copy / "stamps" / "teacher.json"
+    key = json.loads(done.read_text())["key"]
+    done.unlink()
+    (copy / "stamps" / "teacher.started.json").write_text(json.dumps({"key": key}))
+    before = (copy / "models" / "teacher" / "checkpoint_best.pt").read_bytes()
+    proc = demo(copy, "--only", "teacher")
+    assert re.search(r"\] teacher\s+started .*\(resuming an interrupted run\)", proc.stdout)
+    log = (copy / "logs" / "teacher.log").read_text()
+    assert "Loaded checkpoint" in log and "checkpoint_last.pt" in log
+    assert (copy / "models" / "teacher" / "checkpoint_best.pt").read_bytes() == before
+    assert done.exists() and not (copy / "stamps" / "teacher.started.json").exists()
+
+
+@slow
 def test_user_corpus_errors_are_one_line(tmp_path):
     proc = run_cli("seqkd-demo", "--corpus", tmp_path / "nope", "--out", tmp_path / "o",
                    check=False)
