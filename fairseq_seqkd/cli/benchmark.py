@@ -1,4 +1,5 @@
-"""``seqkd-benchmark``: the paper's Table 1, divergences, pruning and speed on a real corpus.
+"""``seqkd-benchmark``: the paper's Table 1, divergences, pruning and speed on a real corpus,
+or (preset multi30k-mono) the deployed-student study.
 
 Examples::
 
@@ -8,6 +9,7 @@ Examples::
     seqkd-benchmark --corpus DIR --dry-run          # print every stage's commands
     seqkd-benchmark --corpus DIR --report-only      # write the page from what is done
     seqkd-benchmark --corpus DIR --only eval-deep-shallow,deploy-speed   # and their inputs
+    seqkd-benchmark --preset multi30k-mono --corpus DIR --mono-source en.txt --part core
 
 Every stage is skipped when its output is complete, and a killed run continues where it
 stopped (fairseq-train resumes from checkpoint_last.pt). The page lists the exact commands.
@@ -30,8 +32,10 @@ from fairseq_seqkd.cli.demo import (
     with_vocab_size,
 )
 from fairseq_seqkd.cli.entry import OneLineParser, run_main
-from fairseq_seqkd.experiments.benchmark import BENCHMARK_PRESETS, PARTS, Benchmark
-from fairseq_seqkd.experiments.benchmark_page import write_report
+from fairseq_seqkd.experiments import benchmark_page, mono_page
+from fairseq_seqkd.experiments.benchmark import BENCHMARK_PRESETS, PARTS
+from fairseq_seqkd.experiments.mono_models import PARTS as MONO_PARTS
+from fairseq_seqkd.experiments.mono_study import MonoStudy, make_benchmark
 
 PROG = "seqkd-benchmark"
 
@@ -47,8 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="working directory: data, checkpoints, logs (default: "
                         "runs/benchmark)")
     parser.add_argument("--preset", default="multi30k", choices=sorted(BENCHMARK_PRESETS),
-                        help="model sizes, epochs and targets: multi30k (default) or ci (seconds, "
-                        "tests)")
+                        help="model sizes, epochs and targets: multi30k (default), ci (seconds, "
+                        "tests), multi30k-mono (the deployed-student study) or ci-mono")
+    parser.add_argument("--mono-source", metavar="FILE",
+                        help="the study's monolingual source text, raw, one sentence a line "
+                        "(segmented by the run's sentencepiece model; the preset sets how many "
+                        "lines); default: mono.src in --corpus")
     parser.add_argument("--doc", metavar="FILE.md",
                         help="also write the results page here, its plot beside it (.png) and "
                         "the stage logs in FILE-logs/ (paths shown as $OUT)")
@@ -63,12 +71,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="independent stages run at once (default: the CPU cores, at most "
                         "4); the speed stage always runs alone")
     add_only_option(parser)
-    parser.add_argument("--part", choices=PARTS,
+    parser.add_argument("--part", choices=(*PARTS, *MONO_PARTS),
                         help="run one part of the page, in the same --out: table1 (the "
                         "paper's table, averaging, pruning at 80 and 90 %%, speed; about 3 "
                         "hours on 2 cores with the multi30k preset), then extra (the stronger "
                         "Seq-KD source, seeds, 20-best Seq-Inter, the other pruning rows, "
-                        "deployment, GKD, filtered; about 4 hours); default: all")
+                        "deployment, GKD, filtered; about 4 hours); for the study: core, "
+                        "ensemble, final; a part on a fresh machine retrains what it needs; "
+                        "default: all")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--dry-run", action="store_true",
                       help="print the stages and their commands, run nothing")
@@ -80,9 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
 def _run(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     check_parallelism(args)
-    bench = Benchmark(args.out, with_vocab_size(BENCHMARK_PRESETS[args.preset], args),
-                      corpus=args.corpus, threads=args.threads, jobs=args.jobs,
-                      only=args.only, part=args.part)
+    bench = make_benchmark(args.out, with_vocab_size(BENCHMARK_PRESETS[args.preset], args),
+                           corpus=args.corpus, mono_source=args.mono_source,
+                           threads=args.threads, jobs=args.jobs, only=args.only,
+                           part=args.part)
     if args.dry_run:
         print_stages(bench)
         return 0
@@ -92,7 +103,8 @@ def _run(argv: Sequence[str] | None) -> int:
               f"{args.threads} thread(s) -> {args.out}", flush=True)
         stop_on_sigterm()
         bench.run()
-    table, _ = write_report(bench, doc=args.doc, analysis=args.analysis)
+    page = mono_page if isinstance(bench, MonoStudy) else benchmark_page
+    table, _ = page.write_report(bench, doc=args.doc, analysis=args.analysis)
     print()
     print(table)
     where = os.path.join(args.out, "results.md") + (f" and {args.doc}" if args.doc else "")

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .benchmark_targets import MULTI30K_TARGETS, Target
+from .benchmark_targets import MONO_TARGETS, MULTI30K_TARGETS, MonoTarget, Target
 from .corpus import CorpusSpec
 from .presets import Arch, Preset
 
-__all__ = ["BENCHMARK_PRESETS", "BenchmarkPreset"]
+__all__ = ["BENCHMARK_PRESETS", "BenchmarkPreset", "MonoPreset"]
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,37 @@ class BenchmarkPreset(Preset):
     inter_nbest_large: int = 20  # a Seq-Inter build from this n-best (beam n), a row
     # the lines the page judges; a pruned row named here runs in --part table1
     targets: tuple[Target, ...] = ()
+
+
+@dataclass(frozen=True)
+class MonoPreset(BenchmarkPreset):
+    """The deployed-student study (:mod:`.mono_study`): two teachers and their ensemble, Seq-KD
+    with and without monolingual source text, GKD fine-tuning, student sizes, deployment. Its
+    teacher settings are the fields above; ``seed_rows`` and ``extra_seeds`` give rows their
+    seeds."""
+
+    mono_size: int | None = None  # seqkd-build --mono-size: the first N usable lines (None: all)
+    # rows 2, 3, 4 and the size rows train for exactly this many updates (fairseq
+    # --max-update), validated (and checkpoint_best kept) every ``validate_updates``
+    student_updates: int = 2500
+    validate_updates: int = 250
+    converged_epochs: int = 4  # the converged Seq-KD + mono row: its epoch cap (--patience)
+    # the single teacher's builds: "ctranslate2" (its seqkd-export directory, in
+    # ``teacher_quantization``) or "fairseq"; the ensemble is always decoded by fairseq
+    teacher_engine: str = "ctranslate2"
+    teacher_quantization: str = "float32"
+    # GKD fine-tuning of row ``gkd_start`` (lr ``finetune_lr``, warm-up ``prune_warmup``) for
+    # ``gkd_updates`` updates, validated every ``gkd_validate_updates``, at ``gkd_betas``
+    gkd_start: str = "seq-kd-mono-converged"
+    gkd_validate_updates: int = 100
+    # student sizes trained on ``size_data`` ("mono" or "mono-ensemble") as row 3 is
+    sizes: tuple[Arch, ...] = ()
+    size_data: str = "mono"
+    deployed: tuple[str, ...] = ("seq-kd-mono", "gkd-0.1")  # exported and timed (CT2, fairseq)
+    best_row: str = "seq-kd-mono"  # seeded as ``seed_rows`` are, in the last part
+    seed_rows: tuple[str, ...] = ("seq-kd", "seq-kd-mono")
+    bootstrap_samples: int = 1000  # sacrebleu's paired bootstrap resamples
+    targets: tuple[MonoTarget, ...] = ()  # type: ignore[assignment]
 
 
 BENCHMARK_PRESETS: dict[str, BenchmarkPreset] = {
@@ -100,5 +131,66 @@ BENCHMARK_PRESETS: dict[str, BenchmarkPreset] = {
         # 10 retraining epochs of ~272 updates: sparsity rises to the target over the first
         # ~7.4 epochs, then ~2.6 epochs recover at full sparsity
         prune_end_update=2000, prune_interval=50, targets=MULTI30K_TARGETS,
+    ),
+    # Multi30k, a deployed student at its teacher's BLEU (the plan: fairseq_seqkd/experiments/
+    # mono_study.py). The teacher of the multi30k preset trained to convergence (its epoch cap
+    # raised from 12 to 20, patience 2; the multi30k teacher's validation loss was still
+    # falling at epoch 12), its last 5 epoch checkpoints kept; a second teacher, the same
+    # command with --seed 2. Students d=128 2+2 train for exactly 2,500 updates (--max-update;
+    # ~9 epochs of the 29,000 parallel pairs, ~1.8 of the parallel + 115,548 monolingual
+    # ones) validated every 250; the converged Seq-KD + mono row runs until patience 2 stops it
+    # (at most 4 epochs of ~1,300 updates). The single teacher's builds decode with CTranslate2
+    # float32 (the same search as fairseq's; the ensemble decodes with fairseq).
+    # CPU seconds, estimated from the multi30k preset's measured costs (teacher ~470 an epoch,
+    # say 16 epochs; a student ~0.5 an update with its validations, 4+1 d=128 ~0.55, 4+1 d=256
+    # ~1.3; fairseq beam 5 ~0.023 a sentence and teacher, CTranslate2 float32 assumed ~4x
+    # cheaper; GKD ~2.8 an update; decoding the test sets ~46 a student, ~100 a teacher):
+    # --part core: teacher 7,500 (first, alone: --only teacher --threads 2), CTranslate2
+    #   export and builds ~1,000 (29,000 + 115,548 sentences), Seq-KD and Seq-KD + mono x 3
+    #   seeds 6 x 1,300, the converged row ~2,600, decoding ~450: ~19,400 (~11,900 after the
+    #   teacher).
+    # --part ensemble: the second teacher 7,500, its and the ensemble's decoding ~350, the
+    #   ensemble's build 144,548 sentences x 2 teachers x 0.023 = ~6,600, its student 1,300:
+    #   ~15,800 (+7,500 for the first teacher on a fresh machine).
+    # --part final: GKD 2 x 500 updates x 2.8 = 2,800, sizes 1,400 + 3,300, exports and
+    #   the deployment speed stage ~700, decoding ~200: ~8,400 (+7,500 teacher, ~1,000 builds
+    #   and ~2,600 for the GKD start row on a fresh machine; naming another ``best_row`` adds
+    #   its two further seeds).
+    # In all ~43,600 CPU-s on one machine, about 6 hours of 2 cores. Each part runs on a fresh
+    # machine too: it retrains the teachers it needs, and the page keeps the rows of earlier
+    # parts from what it committed beside itself. Set ``gkd_start``, ``size_data``,
+    # ``deployed`` and ``best_row`` from the page of the first two parts before the last.
+    "multi30k-mono": MonoPreset(
+        name="multi30k-mono",
+        corpus=CorpusSpec(),
+        vocab_size=5000,
+        teacher=Arch(256, 3, 4, 1024),
+        student=Arch(128, 2, 4, 512),
+        teacher_epochs=20, student_epochs=10, prune_epochs=10, finetune_epochs=4,
+        teacher_lr=0.0015, student_lr=0.002, prune_lr=0.002, finetune_lr=0.0005,
+        warmup=400, max_tokens=2048, teacher_dropout=0.2, student_dropout=0.1,
+        eval_batch_size=64, build_batch_size=128, divergences=(), gkd_betas=(0.1, 0.5),
+        patience=2, max_repeats=2, average_models=("teacher",),
+        student_updates=2500, validate_updates=250, converged_epochs=4, gkd_updates=500,
+        gkd_validate_updates=100, gkd_start="seq-kd-mono-converged",
+        sizes=(Arch(128, 4, 4, 512, decoder_layers=1), Arch(256, 4, 4, 1024, decoder_layers=1)),
+        deployed=("seq-kd-mono-converged", "gkd-0.1"), targets=MONO_TARGETS,
+    ),
+    # the deployed-student study in a few minutes on a generated corpus (tests): every row,
+    # one extra seed, a best row other than the seeded ones (its seed runs in the last part)
+    "ci-mono": MonoPreset(
+        name="ci-mono",
+        corpus=CorpusSpec(train=400, valid=40, test=40, mono=200),
+        vocab_size=200,
+        teacher=Arch(32, 1, 2, 64),
+        student=Arch(16, 1, 2, 32),
+        teacher_epochs=12, student_epochs=1, prune_epochs=1, finetune_epochs=1,
+        teacher_lr=0.01, student_lr=0.01, prune_lr=0.003, warmup=10, prune_warmup=2,
+        max_tokens=1000, eval_batch_size=40, build_batch_size=100, patience=2,
+        average_models=("teacher",), average_last=2, extra_seeds=(2,), max_repeats=2,
+        mono_size=150, student_updates=24, validate_updates=8, converged_epochs=2,
+        gkd_updates=4, gkd_validate_updates=2,
+        sizes=(Arch(16, 2, 2, 32, decoder_layers=1), Arch(32, 2, 2, 64, decoder_layers=1)),
+        best_row="seq-kd-mono-converged", targets=MONO_TARGETS,
     ),
 }

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Multi30k en-de, a deployed student at its teacher's BLEU (preset multi30k-mono): two teachers
+# and their ensemble, Seq-KD with and without the 115,548 English captions of the monolingual
+# set (same updates, and to convergence), Seq-KD + mono from the ensemble, GKD fine-tuning,
+# student sizes, CTranslate2 deployment, seeds and paired bootstrap p-values. Writes
+# docs/results/multi30k-mono.md and its archive (multi30k-mono-logs/: stage logs, stamps,
+# hypotheses), from which a later part on a fresh machine keeps the earlier parts' rows.
+#
+#   examples/multi30k/run_mono.sh [CORPUS_DIR] [seqkd-benchmark options...]
+#
+# CORPUS_DIR: raw train/valid/test.{src,tgt} (+ test_*.{src,tgt}), default
+# ../shared/data/multi30k-en-de beside the repository. Environment: MONO (the monolingual
+# source, default ../shared/data/multi30k-en-mono/train.src), OUT (working directory, default
+# runs/multi30k-mono; not committed), DOC (results page, default
+# docs/results/multi30k-mono.md). Three resumable parts, in order (CPU seconds estimated in
+# the preset, fairseq_seqkd/experiments/benchmark_presets.py; ~43,600 in all):
+#
+#   examples/multi30k/run_mono.sh --only teacher --threads 2   # the teacher first, both cores
+#   examples/multi30k/run_mono.sh --part core      # Seq-KD, Seq-KD + mono (3 seeds), converged
+#   examples/multi30k/run_mono.sh --part ensemble  # second teacher, ensemble, its mono data
+#   examples/multi30k/run_mono.sh --part final     # GKD, sizes, best row's seeds, deployment
+#
+# Stop a run at any time and run it again to continue. Commit the page and its -logs/ folder
+# after each part: a part run on a fresh machine retrains the teachers and data it needs and
+# reads the earlier rows from there.
+set -euo pipefail
+REPO=$(cd "$(dirname "$0")/../.." && pwd)
+CORPUS=$REPO/../shared/data/multi30k-en-de
+if [[ $# -gt 0 && $1 != -* ]]; then CORPUS=$1; shift; fi
+MONO=${MONO:-$REPO/../shared/data/multi30k-en-mono/train.src}
+BENCH=$REPO/.venv/bin/seqkd-benchmark
+[[ -x $BENCH ]] || BENCH=$(command -v seqkd-benchmark) \
+    || { echo "run_mono.sh: seqkd-benchmark not found: run 'make venv' first" >&2; exit 1; }
+cd "$REPO"
+DOC=${DOC:-docs/results/multi30k-mono.md}
+ANALYSIS=()  # the reasons behind the numbers, written after reading a run, if there are any
+[[ -f ${DOC%.md}-analysis.md ]] && ANALYSIS=(--analysis "${DOC%.md}-analysis.md")
+exec "$BENCH" --preset multi30k-mono --corpus "$CORPUS" --mono-source "$MONO" \
+    --out "${OUT:-runs/multi30k-mono}" --doc "$DOC" "${ANALYSIS[@]}" "$@"
