@@ -400,35 +400,42 @@ class Benchmark(Pipeline):
     def _deploy_dir(self, label: str) -> Path:
         return self.out / "deploy" / label.replace(" ", "-").replace("(", "").replace(")", "")
 
+    def deploy_rows(self) -> tuple[dict[str, str], dict[str, tuple[str, str]]]:
+        """label -> row key of the stock fairseq exports, and label -> (row key,
+        quantization) of the CTranslate2 exports, that the deployment stages export and time."""
+        return DEPLOY_FAIRSEQ, DEPLOY_CT2
+
     def _deploy_export_stage(self) -> Stage:
-        """Stock fairseq and CTranslate2 exports of the teacher and the Seq-KD students."""
+        """Stock fairseq and CTranslate2 exports of the rows of :meth:`deploy_rows`."""
         by_key = {m.key: m for m in self.models}
+        fairseq, ct2 = self.deploy_rows()
         commands, outputs = [], []
-        for label, key in DEPLOY_FAIRSEQ.items():
+        for label, key in fairseq.items():
             target = self._deploy_dir(label).with_suffix(".pt")
             commands.append([console_script("seqkd-export"), "--input",
                              str(self.out / by_key[key].checkpoint), "--output", str(target)])
             outputs.append(target)
-        for label, (key, quantization) in DEPLOY_CT2.items():
+        for label, (key, quantization) in ct2.items():
             target = self._deploy_dir(label)
             commands.append([console_script("seqkd-export"), "--input",
                              str(self.out / by_key[key].checkpoint), "--format", "ctranslate2",
                              "--quantization", quantization, "--spm-model",
                              str(self.spm / "spm.model"), "--output", str(target)])
             outputs.append(target / "seqkd-export.json")
-        deps = sorted({by_key[k].stage for k in (*DEPLOY_FAIRSEQ.values(),
-                                                 *(k for k, _ in DEPLOY_CT2.values()))})
+        # the CTranslate2 exports read the sentencepiece model
+        deps = sorted({"sentencepiece", *(by_key[k].stage for k in (
+            *fairseq.values(), *(k for k, _ in ct2.values())))})
         return Stage("deploy-export", "stock and CTranslate2 exports for the deployment rows",
                      commands, outputs, deps=deps, clean=[self.out / "deploy"],
                      mkdirs=[self.out / "deploy"])
 
     def deploy_plan(self) -> DeployPlan:
         first = self.test_sets[0]
+        fairseq, ct2 = self.deploy_rows()
         return DeployPlan(
             data=str(self.data), subset=self.subset(first),
-            fairseq={label: str(self._deploy_dir(label).with_suffix(".pt"))
-                     for label in DEPLOY_FAIRSEQ},
-            ct2={label: str(self._deploy_dir(label)) for label in DEPLOY_CT2},
+            fairseq={label: str(self._deploy_dir(label).with_suffix(".pt")) for label in fairseq},
+            ct2={label: str(self._deploy_dir(label)) for label in ct2},
             source=read_text_lines(str(self.raw / f"{first}.{SRC}")),
             references=self.references(first), reference_label=DEPLOY_REFERENCE,
             same_engine_label=DEPLOY_SAME_ENGINE,

@@ -41,7 +41,18 @@ from .demo_models import GKD_LAMBDA, SRC, ModelSpec
 from .measures import mark_noise, mean_std, reference_nll
 from .report import ModelResult, plot_results
 
-__all__ = ["ResultsPage", "write_report"]
+__all__ = ["ResultsPage", "read_analysis", "write_report"]
+
+
+def read_analysis(analysis: str | os.PathLike | None) -> str:
+    """The ``--analysis`` file: a person's Markdown of reasons for the results ("" without
+    one)."""
+    if analysis is None:
+        return ""
+    try:
+        return Path(analysis).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise SeqKDError(f"--analysis: cannot read {analysis} ({exc.strerror})") from exc
 
 
 def write_report(bench: Benchmark, doc: str | os.PathLike | None = None,
@@ -50,12 +61,7 @@ def write_report(bench: Benchmark, doc: str | os.PathLike | None = None,
     ``doc`` when given, its stage logs in ``DOC-logs/``) from whatever is done; return the
     terminal table and the plotted rows. ``analysis``: a Markdown file of reasons for the
     results, written by a person, put on the page after the targets."""
-    reasons = ""
-    if analysis is not None:
-        try:
-            reasons = Path(analysis).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise SeqKDError(f"--analysis: cannot read {analysis} ({exc.strerror})") from exc
+    reasons = read_analysis(analysis)
     scores, signature = read_scores(bench)
     speeds = read_speeds(bench)
     page = ResultsPage(bench, scores, speeds, read_deploy_rows(bench), signature)

@@ -13,10 +13,10 @@ from pathlib import Path
 
 from ..atomic import atomic_write_text
 from ..deploy.speed import speed_table
-from ..errors import SeqKDError
 from ..stages import stages_needed
 from ..textfiles import count_lines
 from .benchmark_models import DEPLOY_BATCHES, DEPLOY_REFERENCE, SEQ_KD
+from .benchmark_page import read_analysis
 from .benchmark_targets import mono_target_lines
 from .demo_models import GKD_LAMBDA, SRC, ModelSpec
 from .measures import mean_std
@@ -33,12 +33,7 @@ def write_report(study: MonoStudy, doc: str | os.PathLike | None = None,
     """Write results.md in the output directory (and the page to ``doc`` when given, with its
     archive in ``DOC-logs/``, read back for the rows this run lacks); return the results
     table. ``analysis``: a person's Markdown of reasons, put after the targets."""
-    reasons = ""
-    if analysis is not None:
-        try:
-            reasons = Path(analysis).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise SeqKDError(f"--analysis: cannot read {analysis} ({exc.strerror})") from exc
+    reasons = read_analysis(analysis)
     archive = None if doc is None else Path(doc).with_name(f"{Path(doc).stem}-logs")
     results = read_results(study, archive)
     page = StudyPage(study, results)

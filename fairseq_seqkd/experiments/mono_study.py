@@ -23,18 +23,16 @@ from typing import Any, TextIO
 
 from ..atomic import atomic_write_text
 from ..commands import console_script
-from ..deploy.speed import DeployPlan
 from ..distill.build import WORK_DIR
 from ..distill.evaluate import read_decoding
 from ..errors import SeqKDError
 from ..stages import PathNames, Stage, StageRun
-from ..textfiles import read_text_lines
 from .benchmark import Benchmark, extra_test_sets
-from .benchmark_models import DEPLOY_BATCHES, DEPLOY_REFERENCE, DEPLOY_SAME_ENGINE
+from .benchmark_models import DEPLOY_REFERENCE, DEPLOY_SAME_ENGINE
 from .benchmark_presets import MonoPreset
 from .corpus import MONO_FILE
 from .decode import decoding_json, hypothesis_file
-from .demo_models import GKD_LAMBDA, MAX_LEN_A, MAX_LEN_B, SRC, ModelSpec
+from .demo_models import GKD_LAMBDA, MAX_LEN_A, MAX_LEN_B, ModelSpec
 from .mono_models import ENSEMBLE, PARTS, TEACHER, TEACHER_SEED2, StudyRow, study_rows
 from .pipeline import Pipeline
 
@@ -321,42 +319,6 @@ class MonoStudy(Benchmark):
             ct2 |= {f"{key} (CT2 float32)": (key, "float32"), f"{key} (CT2 int8)": (key, "int8")}
         ct2 |= {f"{m.key} (CT2 int8)": (m.key, "int8") for m in self.size_rows()}
         return fairseq, ct2
-
-    def _deploy_export_stage(self) -> Stage:
-        by_key = {m.key: m for m in self.models}
-        fairseq, ct2 = self.deploy_rows()
-        commands, outputs = [], []
-        for label, key in fairseq.items():
-            target = self._deploy_dir(label).with_suffix(".pt")
-            commands.append([console_script("seqkd-export"), "--input",
-                             str(self.out / by_key[key].checkpoint), "--output", str(target)])
-            outputs.append(target)
-        for label, (key, quantization) in ct2.items():
-            target = self._deploy_dir(label)
-            commands.append([console_script("seqkd-export"), "--input",
-                             str(self.out / by_key[key].checkpoint), "--format", "ctranslate2",
-                             "--quantization", quantization, "--spm-model",
-                             str(self.spm / "spm.model"), "--output", str(target)])
-            outputs.append(target / "seqkd-export.json")
-        deps = sorted({"sentencepiece", *(by_key[k].stage for k in (
-            *fairseq.values(), *(k for k, _ in ct2.values())))})
-        return Stage("deploy-export", "stock and CTranslate2 exports of the teacher, the "
-                     "deployed students and the sizes", commands, outputs, deps=deps,
-                     clean=[self.out / "deploy"], mkdirs=[self.out / "deploy"])
-
-    def deploy_plan(self) -> DeployPlan:
-        first = self.test_sets[0]
-        fairseq, ct2 = self.deploy_rows()
-        return DeployPlan(
-            data=str(self.data), subset=self.subset(first),
-            fairseq={label: str(self._deploy_dir(label).with_suffix(".pt")) for label in fairseq},
-            ct2={label: str(self._deploy_dir(label)) for label in ct2},
-            source=read_text_lines(str(self.raw / f"{first}.{SRC}")),
-            references=self.references(first), reference_label=DEPLOY_REFERENCE,
-            same_engine_label=DEPLOY_SAME_ENGINE, batches=DEPLOY_BATCHES,
-            beam=self.preset.beam, threads=self.threads,
-            fairseq_generate=console_script("fairseq-generate"),
-        )
 
     # ------------------------------------------------------------------ running
 
