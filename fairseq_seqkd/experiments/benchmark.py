@@ -136,12 +136,17 @@ class Benchmark(Pipeline):
         self._extra_stages = {f"build-seq-inter-{p.inter_nbest_large}", "build-seq-kd-strong",
                               "build-seq-kd-filtered", "deploy-export", "deploy-speed",
                               *(n for m in extra for n in (m.key, f"eval-{m.key}"))}
-        if part is not None:
-            if part not in PARTS:
-                raise SeqKDError(f"--part must be one of {', '.join(PARTS)}, got {part!r}")
-            if self.only:
-                raise SeqKDError("--part and --only cannot be combined")
-            self.only = tuple(s.name for s in self.stages() if self.part_of(s.name) == part)
+        self._select_part(part, PARTS)
+
+    def _select_part(self, part: str | None, parts: tuple[str, ...]) -> None:
+        """``--part``: run just the stages of that part (:meth:`part_of`)."""
+        if part is None:
+            return
+        if part not in parts:
+            raise SeqKDError(f"--part must be one of {', '.join(parts)}, got {part!r}")
+        if self.only:
+            raise SeqKDError("--part and --only cannot be combined")
+        self.only = tuple(s.name for s in self.stages() if self.part_of(s.name) == part)
 
     def part_of(self, stage: str) -> str:
         """The run (``--part``) that makes a stage."""

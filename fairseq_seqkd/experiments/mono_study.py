@@ -68,12 +68,7 @@ class MonoStudy(Benchmark):
         self._rows = {r.model.key: r for r in self.rows}
         self.students = tuple(r.model for r in self.rows)
         self.models = (TEACHER, TEACHER_SEED2, ENSEMBLE, *self.students)
-        if part is not None:
-            if part not in PARTS:
-                raise SeqKDError(f"--part must be one of {', '.join(PARTS)}, got {part!r}")
-            if self.only:
-                raise SeqKDError("--part and --only cannot be combined")
-            self.only = tuple(s.name for s in self.stages() if self.part_of(s.name) == part)
+        self._select_part(part, PARTS)
 
     # ------------------------------------------------------------------ rows and parts
 
