@@ -54,6 +54,15 @@ def first_run(tmp_path_factory):
     return out, proc, time.perf_counter() - start
 
 
+@pytest.fixture
+def copied_run(first_run, tmp_path):
+    """The first run's output directory and a copy of it to change."""
+    out = first_run[0]
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    return out, copy
+
+
 def table_rows(markdown: str) -> tuple[list[str], list[list[str]]]:
     lines = [ln for ln in markdown.splitlines() if ln.startswith("|")]
     header = [c.strip() for c in lines[0].strip("|").split("|")]
@@ -259,10 +268,8 @@ def test_second_run_skips_every_stage(first_run):
 
 
 @slow
-def test_a_changed_stage_is_redone_with_everything_downstream(first_run, tmp_path):
-    out, _, _ = first_run
-    copy = tmp_path / "out"
-    shutil.copytree(out, copy)
+def test_a_changed_stage_is_redone_with_everything_downstream(copied_run):
+    _, copy = copied_run
     # what a changed Seq-Inter recipe looks like to the driver: its stamp no longer matches
     stamp = copy / "stamps" / "seq-inter.json"
     data = json.loads(stamp.read_text())
@@ -278,10 +285,8 @@ def test_a_changed_stage_is_redone_with_everything_downstream(first_run, tmp_pat
 
 
 @slow
-def test_interrupted_stage_leaves_nothing_half_written_and_resumes(first_run, tmp_path):
-    out, _, _ = first_run
-    copy = tmp_path / "out"
-    shutil.copytree(out, copy)
+def test_interrupted_stage_leaves_nothing_half_written_and_resumes(copied_run):
+    out, copy = copied_run
     (copy / "stamps" / "eval.json").unlink()
     proc = subprocess.Popen(
         [cli("seqkd-demo"), "--preset", "ci", "--out", str(copy)],
@@ -309,13 +314,11 @@ def test_interrupted_stage_leaves_nothing_half_written_and_resumes(first_run, tm
 
 
 @slow
-def test_an_interrupted_teacher_training_resumes_from_its_last_checkpoint(first_run, tmp_path):
+def test_an_interrupted_teacher_training_resumes_from_its_last_checkpoint(copied_run):
     # what a run killed during the teacher's training leaves: its checkpoints and a started
     # stamp with the same key; fairseq-train then reads checkpoint_last.pt, which torch
     # refuses unless the plugin (--user-dir) allow-lists what fairseq checkpoints hold
-    out, _, _ = first_run
-    copy = tmp_path / "out"
-    shutil.copytree(out, copy)
+    _, copy = copied_run
     done = copy / "stamps" / "teacher.json"
     key = json.loads(done.read_text())["key"]
     done.unlink()
