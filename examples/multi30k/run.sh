@@ -1,38 +1,33 @@
 #!/usr/bin/env bash
-# Kim & Rush (2016) on Multi30k en-de: every row of the paper's Table 1 with each model
-# trained until validation stops improving (--patience), last-5 checkpoint averaging, Seq-Inter
-# from the 20-best, the Seq-KD student pruned gradually (class-blind 50/80/90 %, class-uniform
-# and class-distribution at 80 %), 3 seeds of the baseline, Seq-KD and the best row, Seq-KD
-# data from Teacher + Seq-Inter, the deployment (CTranslate2) and on-policy (GKD) rows, CPU
-# decoding speed, and the preset's targets judged against the run. Writes
-# docs/results/multi30k.md, its plot (.png) and the stage logs (multi30k-logs/).
+# Multi30k en-de, a deployed student at its teacher's BLEU (preset multi30k-mono): two teachers
+# and their ensemble, Seq-KD with and without the 115,548 English captions of the monolingual
+# set (same updates, and to convergence), Seq-KD + mono from the ensemble, GKD fine-tuning,
+# student sizes, CTranslate2 deployment, seeds and paired bootstrap p-values. Writes
+# docs/results/multi30k.md and its archive (multi30k-logs/: stage logs, stamps,
+# hypotheses), from which a later part on a fresh machine keeps the earlier parts' rows.
 #
 #   examples/multi30k/run.sh [CORPUS_DIR] [seqkd-benchmark options...]
 #
 # CORPUS_DIR: raw train/valid/test.{src,tgt} (+ test_*.{src,tgt}), default
-# ../shared/data/multi30k-en-de beside the repository. Environment: OUT (working directory,
-# default runs/multi30k: data, checkpoints; not committed), DOC (results page, default
-# docs/results/multi30k.md). The whole benchmark is two runs of about 3 and 4 hours on 2 CPU
-# cores (~20,000 and ~29,000 CPU-seconds at the epoch caps, from measured stage costs; the
-# multi30k preset in fairseq_seqkd/experiments/benchmark_presets.py shows the per-stage
-# estimate), in the same OUT:
+# ../shared/data/multi30k-en-de beside the repository. Environment: MONO (the monolingual
+# source, default ../shared/data/multi30k-en-mono/train.src), OUT (working directory, default
+# runs/multi30k-mono; not committed), DOC (results page, default
+# docs/results/multi30k.md). Three resumable parts, in order (CPU seconds estimated in
+# the preset, fairseq_seqkd/experiments/benchmark_presets.py; ~43,600 in all):
 #
-#   examples/multi30k/run.sh --part table1   # Table 1, averaging, pruning 80/90 %, speed
-#   examples/multi30k/run.sh --part extra    # stronger source, seeds, 20-best, pruning 50 %
-#                                            # and schemes, deployment, GKD, filtered
+#   examples/multi30k/run.sh --only teacher --threads 2   # the teacher first, both cores
+#   examples/multi30k/run.sh --part core      # Seq-KD, Seq-KD + mono (3 seeds), converged
+#   examples/multi30k/run.sh --part ensemble  # second teacher, ensemble, its mono data
+#   examples/multi30k/run.sh --part final     # GKD, sizes, best row's seeds, deployment
 #
-# The teacher is alone in the table1 run until it is trained: train it first with both cores,
-# `examples/multi30k/run.sh --only teacher --threads 2` (stamps ignore thread and worker counts,
-# so the 1-thread run that follows skips it).
-#
-# Without --part it runs both (about 7 hours). Each page section names the run that makes it;
-# the page is rewritten after each run from whatever is done. Stop a run at any time and run it
-# again to continue where it stopped (every stage is stamped; fairseq-train resumes its
-# checkpoint).
+# Stop a run at any time and run it again to continue. Commit the page and its -logs/ folder
+# after each part: a part run on a fresh machine retrains the teachers and data it needs and
+# reads the earlier rows from there.
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
 CORPUS=$REPO/../shared/data/multi30k-en-de
 if [[ $# -gt 0 && $1 != -* ]]; then CORPUS=$1; shift; fi
+MONO=${MONO:-$REPO/../shared/data/multi30k-en-mono/train.src}
 BENCH=$REPO/.venv/bin/seqkd-benchmark
 [[ -x $BENCH ]] || BENCH=$(command -v seqkd-benchmark) \
     || { echo "run.sh: seqkd-benchmark not found: run 'make venv' first" >&2; exit 1; }
@@ -40,4 +35,5 @@ cd "$REPO"
 DOC=${DOC:-docs/results/multi30k.md}
 ANALYSIS=()  # the reasons behind the numbers, written after reading a run, if there are any
 [[ -f ${DOC%.md}-analysis.md ]] && ANALYSIS=(--analysis "${DOC%.md}-analysis.md")
-exec "$BENCH" --corpus "$CORPUS" --out "${OUT:-runs/multi30k}" --doc "$DOC" "${ANALYSIS[@]}" "$@"
+exec "$BENCH" --preset multi30k-mono --corpus "$CORPUS" --mono-source "$MONO" \
+    --out "${OUT:-runs/multi30k-mono}" --doc "$DOC" "${ANALYSIS[@]}" "$@"

@@ -4,7 +4,7 @@ or (preset multi30k-mono) the deployed-student study.
 Examples::
 
     seqkd-benchmark --corpus ../shared/data/multi30k-en-de --out runs/multi30k \\
-        --doc docs/results/multi30k.md --part table1   # about 3 hours on 2 CPU cores
+        --doc docs/results/multi30k-v2.md --part table1   # about 3 hours on 2 CPU cores
     seqkd-benchmark ... --part extra                # the other rows, about 4 hours more
     seqkd-benchmark --corpus DIR --dry-run          # print every stage's commands
     seqkd-benchmark --corpus DIR --report-only      # write the page from what is done

@@ -279,7 +279,7 @@ class MonoStudy(Benchmark):
             base["sentencepiece"], base["preprocess"], base["teacher"],
             *(data[n] for n in ("teacher-ct2",) if n in data), data[DATA_BUILDS["seq-kd"]],
             *rows("seq-kd"), data[DATA_BUILDS["mono"]], *rows("seq-kd-mono"),
-            *rows(part="core"), *rows("seq-kd-mono-converged"),
+            *rows("seq-kd-mono-converged"), *rows(part="core"),
             teacher2, data[DATA_BUILDS["mono-ensemble"]], *rows("seq-kd-mono-ensemble"),
             *rows(part="ensemble"),
             *final, *rows(part="final"), self._deploy_export_stage(), self._deploy_speed_stage(),
@@ -297,7 +297,8 @@ class MonoStudy(Benchmark):
         return stages
 
     def stages(self) -> list[Stage]:
-        """Part by part (:data:`PARTS`); within a part the rows the targets judge first, each
+        """Part by part (:data:`PARTS`); within a part the rows the targets judge first (the
+        longest, the converged row, before the seeds, so two jobs finish together), each
         model's decoding right after it."""
         return sorted(self._unordered_stages(), key=lambda s: PARTS.index(self.part_of(s.name)))
 

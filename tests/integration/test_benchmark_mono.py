@@ -1,6 +1,6 @@
 """The deployed-student study (seqkd-benchmark with a MonoPreset): its stage list and parts at
 the multi30k-mono preset (dry runs), and the whole plan end to end at the ci-mono preset on a
-generated corpus, through examples/multi30k/run_mono.sh: every row on the page with chrF and
+generated corpus, through examples/multi30k/run.sh: every row on the page with chrF and
 p-values, and the page kept whole by a later run on a fresh output directory."""
 
 import os
@@ -43,9 +43,9 @@ def dry_run(corpus: Path, mono: Path, out: Path, *args: str) -> list[str]:
 
 CORE = ["sentencepiece", "preprocess", "teacher", "eval-teacher", "teacher-ct2",
         "build-seq-kd", "seq-kd", "eval-seq-kd", "build-seq-kd-mono", "seq-kd-mono",
-        "eval-seq-kd-mono", "seq-kd-seed2", "eval-seq-kd-seed2", "seq-kd-mono-seed2",
-        "eval-seq-kd-mono-seed2", "seq-kd-seed3", "eval-seq-kd-seed3", "seq-kd-mono-seed3",
-        "eval-seq-kd-mono-seed3", "seq-kd-mono-converged", "eval-seq-kd-mono-converged"]
+        "eval-seq-kd-mono", "seq-kd-mono-converged", "eval-seq-kd-mono-converged",
+        "seq-kd-seed2", "eval-seq-kd-seed2", "seq-kd-mono-seed2", "eval-seq-kd-mono-seed2",
+        "seq-kd-seed3", "eval-seq-kd-seed3", "seq-kd-mono-seed3", "eval-seq-kd-mono-seed3"]
 ENSEMBLE = ["teacher-seed2", "eval-teacher-seed2", "eval-teacher-ensemble",
             "build-seq-kd-mono-ensemble", "seq-kd-mono-ensemble", "eval-seq-kd-mono-ensemble"]
 FINAL = ["gkd-0.1", "eval-gkd-0.1", "gkd-0.5", "eval-gkd-0.5", "size-4-1-d128",
@@ -114,7 +114,7 @@ def study_run(tmp_path_factory):
     env = {**os.environ, "OUT": str(root / "out"), "DOC": str(root / "doc" / "study.md"),
            "MONO": str(mono), "OMP_NUM_THREADS": "1",
            "PATH": f"{Path(cli('seqkd-benchmark')).parent}:" + os.environ.get("PATH", "")}
-    proc = subprocess.run([str(REPO / "examples" / "multi30k" / "run_mono.sh"), str(corpus),
+    proc = subprocess.run([str(REPO / "examples" / "multi30k" / "run.sh"), str(corpus),
                            "--preset", "ci-mono", "--jobs", "2"], capture_output=True,
                           text=True, env=env, timeout=1800)  # ~7 min on a loaded 2-core box
     assert proc.returncode == 0, proc.stderr[-3000:]
