@@ -405,6 +405,12 @@ class Benchmark(Pipeline):
     def _deploy_dir(self, label: str) -> Path:
         return self.out / "deploy" / label.replace(" ", "-").replace("(", "").replace(")", "")
 
+    def _deploy_checkpoint(self, label: str) -> Path:
+        """The stock export of ``label`` (a name, not a suffix swap: "gkd-0.1" and "gkd-0.5"
+        must not both become gkd-0.pt)."""
+        folder = self._deploy_dir(label)
+        return folder.with_name(f"{folder.name}.pt")
+
     def deploy_rows(self) -> tuple[dict[str, str], dict[str, tuple[str, str]]]:
         """label -> row key of the stock fairseq exports, and label -> (row key,
         quantization) of the CTranslate2 exports, that the deployment stages export and time."""
@@ -416,7 +422,7 @@ class Benchmark(Pipeline):
         fairseq, ct2 = self.deploy_rows()
         commands, outputs = [], []
         for label, key in fairseq.items():
-            target = self._deploy_dir(label).with_suffix(".pt")
+            target = self._deploy_checkpoint(label)
             commands.append([console_script("seqkd-export"), "--input",
                              str(self.out / by_key[key].checkpoint), "--output", str(target)])
             outputs.append(target)
@@ -439,7 +445,7 @@ class Benchmark(Pipeline):
         fairseq, ct2 = self.deploy_rows()
         return DeployPlan(
             data=str(self.data), subset=self.subset(first),
-            fairseq={label: str(self._deploy_dir(label).with_suffix(".pt")) for label in fairseq},
+            fairseq={label: str(self._deploy_checkpoint(label)) for label in fairseq},
             ct2={label: str(self._deploy_dir(label)) for label in ct2},
             source=read_text_lines(str(self.raw / f"{first}.{SRC}")),
             references=self.references(first), reference_label=DEPLOY_REFERENCE,

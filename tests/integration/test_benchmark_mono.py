@@ -76,6 +76,9 @@ def test_dry_run_lists_the_study_part_by_part(tmp_path):
     assert re.search(r"--teacher \S+/models/teacher/checkpoint_best.pt:\S+/models/"
                      r"teacher-seed2/checkpoint_best.pt", commands)
     assert "--criterion gkd" in commands and "--lr 0.0005 " in commands
+    # a deployed row's stock export keeps its whole name (gkd-0.1 and gkd-0.5 stay apart)
+    assert re.search(r"models/gkd-0\.1/checkpoint_best\.pt --output \S+/deploy/gkd-0\.1\.pt\n",
+                     commands)
 
 
 def test_a_plan_needs_its_monolingual_source_and_its_parts(tmp_path):
