@@ -152,18 +152,20 @@ BENCHMARK_PRESETS: dict[str, BenchmarkPreset] = {
     # --part core: teacher 7,500 (first, alone: --only teacher --threads 2), CTranslate2
     #   export and builds ~1,000 (29,000 + 115,548 sentences), Seq-KD and Seq-KD + mono x 3
     #   seeds 6 x 1,300, the converged row ~2,600, decoding ~450: ~19,400 (~11,900 after the
-    #   teacher).
+    #   teacher; measured 10,075: builds 951, students 1,061-1,150 each, the converged row
+    #   2,158, docs/results/multi30k.md).
     # --part ensemble: the second teacher 7,500, its and the ensemble's decoding ~350, the
     #   ensemble's build 144,548 sentences x 2 teachers x 0.023 = ~6,600, its student 1,300:
     #   ~15,800 (+7,500 for the first teacher on a fresh machine).
     # --part final: GKD 2 x 500 updates x 2.8 = 2,800, sizes 1,400 + 3,300, exports and
     #   the deployment speed stage ~700, decoding ~200: ~8,400 (+7,500 teacher, ~1,000 builds
-    #   and ~2,600 for the GKD start row on a fresh machine; naming another ``best_row`` adds
-    #   its two further seeds).
-    # In all ~43,600 CPU-s on one machine, about 6 hours of 2 cores. Each part runs on a fresh
-    # machine too: it retrains the teachers it needs, and the page keeps the rows of earlier
-    # parts from what it committed beside itself. Set ``gkd_start``, ``size_data``,
-    # ``deployed`` and ``best_row`` from the page of the first two parts before the last.
+    #   and ~2,600 for the GKD start row on a fresh machine), and the best row's two further
+    #   seeds ~4,400.
+    # In all ~48,000 CPU-s on one machine, about 6.7 hours of 2 cores. Each part runs on a
+    # fresh machine too: it retrains the teachers it needs, and the page keeps the rows of
+    # earlier parts from what it committed beside itself. ``best_row`` is set from part core
+    # (the converged row: 37.87 greedy on test2016 against 35.81 at 2,500 updates); set
+    # ``size_data`` and ``deployed`` from the ensemble part before the last.
     "multi30k-mono": MonoPreset(
         name="multi30k-mono",
         corpus=CorpusSpec(),
