@@ -402,14 +402,11 @@ class Benchmark(Pipeline):
             "--required-batch-size-multiple", "1",
         ]  # fmt: skip
 
-    def _deploy_dir(self, label: str) -> Path:
-        return self.out / "deploy" / label.replace(" ", "-").replace("(", "").replace(")", "")
-
-    def _deploy_checkpoint(self, label: str) -> Path:
-        """The stock export of ``label`` (a name, not a suffix swap: "gkd-0.1" and "gkd-0.5"
-        must not both become gkd-0.pt)."""
-        folder = self._deploy_dir(label)
-        return folder.with_name(f"{folder.name}.pt")
+    def _deploy_path(self, label: str, suffix: str = "") -> Path:
+        """Where ``label`` is exported: its CTranslate2 folder, or with ``suffix=".pt"`` its stock
+        checkpoint (appended: "gkd-0.1" and "gkd-0.5" must not both become gkd-0.pt)."""
+        name = label.replace(" ", "-").replace("(", "").replace(")", "")
+        return self.out / "deploy" / f"{name}{suffix}"
 
     def deploy_rows(self) -> tuple[dict[str, str], dict[str, tuple[str, str]]]:
         """label -> row key of the stock fairseq exports, and label -> (row key,
@@ -422,12 +419,12 @@ class Benchmark(Pipeline):
         fairseq, ct2 = self.deploy_rows()
         commands, outputs = [], []
         for label, key in fairseq.items():
-            target = self._deploy_checkpoint(label)
+            target = self._deploy_path(label, ".pt")
             commands.append([console_script("seqkd-export"), "--input",
                              str(self.out / by_key[key].checkpoint), "--output", str(target)])
             outputs.append(target)
         for label, (key, quantization) in ct2.items():
-            target = self._deploy_dir(label)
+            target = self._deploy_path(label)
             commands.append([console_script("seqkd-export"), "--input",
                              str(self.out / by_key[key].checkpoint), "--format", "ctranslate2",
                              "--quantization", quantization, "--spm-model",
@@ -445,8 +442,8 @@ class Benchmark(Pipeline):
         fairseq, ct2 = self.deploy_rows()
         return DeployPlan(
             data=str(self.data), subset=self.subset(first),
-            fairseq={label: str(self._deploy_checkpoint(label)) for label in fairseq},
-            ct2={label: str(self._deploy_dir(label)) for label in ct2},
+            fairseq={label: str(self._deploy_path(label, ".pt")) for label in fairseq},
+            ct2={label: str(self._deploy_path(label)) for label in ct2},
             source=read_text_lines(str(self.raw / f"{first}.{SRC}")),
             references=self.references(first), reference_label=DEPLOY_REFERENCE,
             same_engine_label=DEPLOY_SAME_ENGINE,
