@@ -24,16 +24,8 @@
 # after each part: a part run on a fresh machine retrains the teachers and data it needs and
 # reads the earlier rows from there.
 set -euo pipefail
-REPO=$(cd "$(dirname "$0")/../.." && pwd)
-CORPUS=$REPO/../shared/data/multi30k-en-de
-if [[ $# -gt 0 && $1 != -* ]]; then CORPUS=$1; shift; fi
-MONO=${MONO:-$REPO/../shared/data/multi30k-en-mono/train.src}
-BENCH=$REPO/.venv/bin/seqkd-benchmark
-[[ -x $BENCH ]] || BENCH=$(command -v seqkd-benchmark) \
-    || { echo "run.sh: seqkd-benchmark not found: run 'make venv' first" >&2; exit 1; }
-cd "$REPO"
 DOC=${DOC:-docs/results/multi30k.md}
-ANALYSIS=()  # the reasons behind the numbers, written after reading a run, if there are any
-[[ -f ${DOC%.md}-analysis.md ]] && ANALYSIS=(--analysis "${DOC%.md}-analysis.md")
+source "$(dirname "$0")/benchmark_env.sh"  # REPO, CORPUS, BENCH, ANALYSIS
+MONO=${MONO:-$REPO/../shared/data/multi30k-en-mono/train.src}
 exec "$BENCH" --preset multi30k-mono --corpus "$CORPUS" --mono-source "$MONO" \
     --out "${OUT:-runs/multi30k-mono}" --doc "$DOC" "${ANALYSIS[@]}" "$@"

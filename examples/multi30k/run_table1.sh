@@ -30,14 +30,6 @@
 # again to continue where it stopped (every stage is stamped; fairseq-train resumes its
 # checkpoint).
 set -euo pipefail
-REPO=$(cd "$(dirname "$0")/../.." && pwd)
-CORPUS=$REPO/../shared/data/multi30k-en-de
-if [[ $# -gt 0 && $1 != -* ]]; then CORPUS=$1; shift; fi
-BENCH=$REPO/.venv/bin/seqkd-benchmark
-[[ -x $BENCH ]] || BENCH=$(command -v seqkd-benchmark) \
-    || { echo "run_table1.sh: seqkd-benchmark not found: run 'make venv' first" >&2; exit 1; }
-cd "$REPO"
 DOC=${DOC:-docs/results/multi30k-v2.md}
-ANALYSIS=()  # the reasons behind the numbers, written after reading a run, if there are any
-[[ -f ${DOC%.md}-analysis.md ]] && ANALYSIS=(--analysis "${DOC%.md}-analysis.md")
+source "$(dirname "$0")/benchmark_env.sh"  # REPO, CORPUS, BENCH, ANALYSIS
 exec "$BENCH" --corpus "$CORPUS" --out "${OUT:-runs/multi30k}" --doc "$DOC" "${ANALYSIS[@]}" "$@"
