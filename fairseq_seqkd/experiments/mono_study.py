@@ -282,7 +282,7 @@ class MonoStudy(Benchmark):
             *rows("seq-kd-mono-converged"), *rows(part="core"),
             teacher2, data[DATA_BUILDS["mono-ensemble"]], *rows("seq-kd-mono-ensemble"),
             *rows(part="ensemble"),
-            *final, *rows(part="final"), self._deploy_export_stage(), self._deploy_speed_stage(),
+            *final, self._deploy_export_stage(), self._deploy_speed_stage(), *rows(part="final"),
         ]
         stages: list[Stage] = []
         for item in plan:
@@ -298,8 +298,9 @@ class MonoStudy(Benchmark):
 
     def stages(self) -> list[Stage]:
         """Part by part (:data:`PARTS`); within a part the rows the targets judge first (the
-        longest, the converged row, before the seeds, so two jobs finish together), each
-        model's decoding right after it."""
+        longest, the converged row, before the seeds, so two jobs finish together; deployment
+        before the best row's further seeds, which it does not read), each model's decoding
+        right after it."""
         return sorted(self._unordered_stages(), key=lambda s: PARTS.index(self.part_of(s.name)))
 
     # ------------------------------------------------------------------ deployment

@@ -50,10 +50,10 @@ ENSEMBLE = ["teacher-seed2", "eval-teacher-seed2", "eval-teacher-ensemble",
             "build-seq-kd-mono-ensemble", "seq-kd-mono-ensemble", "eval-seq-kd-mono-ensemble"]
 FINAL = ["gkd-0.1", "eval-gkd-0.1", "gkd-0.5", "eval-gkd-0.5", "size-4-1-d128",
          "eval-size-4-1-d128", "size-4-1-d256", "eval-size-4-1-d256",
-         # the best row's further seeds
+         "deploy-export", "deploy-speed",
+         # the best row's further seeds, last: deployment does not read them
          "seq-kd-mono-converged-seed2", "eval-seq-kd-mono-converged-seed2",
-         "seq-kd-mono-converged-seed3", "eval-seq-kd-mono-converged-seed3",
-         "deploy-export", "deploy-speed"]
+         "seq-kd-mono-converged-seed3", "eval-seq-kd-mono-converged-seed3"]
 
 
 def test_dry_run_lists_the_study_part_by_part(tmp_path):
