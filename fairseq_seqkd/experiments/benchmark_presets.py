@@ -56,7 +56,7 @@ class MonoPreset(BenchmarkPreset):
     # --max-update), validated (and checkpoint_best kept) every ``validate_updates``
     student_updates: int = 2500
     validate_updates: int = 250
-    converged_epochs: int = 4  # the converged Seq-KD + mono row: its epoch cap (--patience)
+    converged_epochs: int = 4  # the converged rows: their epoch cap (--patience)
     # the single teacher's builds: "ctranslate2" (its seqkd-export directory, in
     # ``teacher_quantization``) or "fairseq"; the ensemble is always decoded by fairseq
     teacher_engine: str = "ctranslate2"
@@ -138,10 +138,11 @@ BENCHMARK_PRESETS: dict[str, BenchmarkPreset] = {
     # falling at epoch 12), its last 5 epoch checkpoints kept; a second teacher, the same
     # command with --seed 2. Students d=128 2+2 train for exactly 2,500 updates (--max-update;
     # ~9 epochs of the 29,000 parallel pairs, ~1.8 of the parallel + 115,548 monolingual
-    # ones) validated every 250; the converged Seq-KD + mono row runs until patience 2 stops it
-    # (at most 4 epochs of ~1,300 updates). The single teacher's builds decode with CTranslate2
-    # int8, the fastest engine at the teacher's BLEU: this recipe's teacher after 12 epochs
-    # (benchmarks/teacher_decode_speed.py, 2,000 training sentences, beam 5, one thread)
+    # ones) validated every 250; the converged rows (Seq-KD + mono from the first teacher and
+    # from the ensemble) run until patience 2 stops them (at most 4 epochs of ~1,300 updates).
+    # The single teacher's builds decode with CTranslate2 int8, the fastest engine at the
+    # teacher's BLEU: this recipe's teacher after 12 epochs (benchmarks/teacher_decode_speed.py,
+    # 2,000 training sentences, beam 5, one thread)
     # decodes 177.5 sentences/s in int8, 86.9 in float32 and 57.7 in fairseq, test BLEU 38.13,
     # 38.06 and 38.06 (int8's best hypotheses equal fairseq's on 93.3 %, float32's on 100 %);
     # the ensemble decodes with fairseq.
@@ -155,17 +156,19 @@ BENCHMARK_PRESETS: dict[str, BenchmarkPreset] = {
     #   teacher; measured 10,075: builds 951, students 1,061-1,150 each, the converged row
     #   2,158, docs/results/multi30k.md).
     # --part ensemble: the second teacher 7,500, its and the ensemble's decoding ~350, the
-    #   ensemble's build 144,548 sentences x 2 teachers x 0.023 = ~6,600, its student 1,300:
-    #   ~15,800 (+7,500 for the first teacher on a fresh machine).
-    # --part final: GKD 2 x 500 updates x 2.8 = 2,800, sizes 1,400 + 3,300, exports and
-    #   the deployment speed stage ~700, decoding ~200: ~8,400 (+7,500 teacher, ~1,000 builds
-    #   and ~2,600 for the GKD start row on a fresh machine), and the best row's two further
-    #   seeds ~4,400.
-    # In all ~48,000 CPU-s on one machine, about 6.7 hours of 2 cores. Each part runs on a
+    #   ensemble's build 144,548 sentences x 2 teachers x 0.023 = ~6,600, its students 1,300
+    #   and (converged) ~2,200: ~18,000 (measured, the converged row aside: the second teacher
+    #   8,038 for epochs 2-20, then 7,599: build 5,995, student 1,250); +7,500 for the first
+    #   teacher on a fresh machine.
+    # --part final: GKD with the ensemble online 2 x 500 updates x ~3.5 = ~3,500, sizes 1,400
+    #   + 3,300, exports and the deployment speed stage ~700, decoding ~200: ~9,100 (+7,500
+    #   teacher, the ensemble part's ~15,800 and ~2,200 for the GKD start row on a fresh
+    #   machine), and the best row's two further seeds ~4,400.
+    # In all ~51,000 CPU-s on one machine, about 7 hours of 2 cores. Each part runs on a
     # fresh machine too: it retrains the teachers it needs, and the page keeps the rows of
-    # earlier parts from what it committed beside itself. ``best_row`` is set from part core
-    # (the converged row: 37.87 greedy on test2016 against 35.81 at 2,500 updates); set
-    # ``size_data`` and ``deployed`` from the ensemble part before the last.
+    # earlier parts from what it committed beside itself. The ensemble's data is the best row's,
+    # GKD's, the deployed student's and the sizes' (+0.92 greedy on test2016 over the first
+    # teacher's at the same 2,500 updates, p = 0.010; docs/results/multi30k-analysis.md).
     "multi30k-mono": MonoPreset(
         name="multi30k-mono",
         corpus=CorpusSpec(),
@@ -178,9 +181,11 @@ BENCHMARK_PRESETS: dict[str, BenchmarkPreset] = {
         eval_batch_size=64, build_batch_size=128, divergences=(), gkd_betas=(0.1, 0.5),
         patience=2, max_repeats=2, average_models=("teacher",),
         student_updates=2500, validate_updates=250, converged_epochs=4, gkd_updates=500,
-        gkd_validate_updates=100, gkd_start="seq-kd-mono-converged", teacher_quantization="int8",
+        gkd_validate_updates=100, gkd_start="seq-kd-mono-ensemble-converged",
+        teacher_quantization="int8",
         sizes=(Arch(128, 4, 4, 512, decoder_layers=1), Arch(256, 4, 4, 1024, decoder_layers=1)),
-        deployed=("seq-kd-mono-converged", "gkd-0.1"), best_row="seq-kd-mono-converged",
+        size_data="mono-ensemble", deployed=("seq-kd-mono-ensemble-converged", "gkd-0.1"),
+        best_row="seq-kd-mono-ensemble-converged",
         targets=MONO_TARGETS,
     ),
     # the deployed-student study in a few minutes on a generated corpus (tests): every row,

@@ -17,7 +17,7 @@ __all__ = ["ENSEMBLE", "PARTS", "TEACHER", "TEACHER_SEED2", "Recipe", "StudyRow"
 
 #: the runs the page comes from, in order: the first teacher with the rows the main target
 #: judges (Seq-KD, Seq-KD + mono, their seeds, the converged row); the second teacher, the
-#: ensemble and its data; then GKD, the sizes, the best row's seeds and deployment
+#: ensemble, its data and its rows; then GKD, the sizes, deployment and the best row's seeds
 PARTS: tuple[str, ...] = ("core", "ensemble", "final")
 
 TEACHER_SEED2 = model_spec("teacher-seed2", "Teacher, seed 2")
@@ -87,6 +87,9 @@ def study_rows(p: MonoPreset) -> list[StudyRow]:
                  Recipe("mono", "converged"), "core"),
         StudyRow(model_spec("seq-kd-mono-ensemble", "Seq-KD + mono from the ensemble"),
                  Recipe("mono-ensemble"), "ensemble"),
+        StudyRow(model_spec("seq-kd-mono-ensemble-converged",
+                            "Seq-KD + mono from the ensemble, converged"),
+                 Recipe("mono-ensemble", "converged"), "ensemble"),
     ]
     by_key = {r.model.key: r for r in rows}
     start = by_key.get(p.gkd_start)

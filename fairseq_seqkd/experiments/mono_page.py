@@ -254,7 +254,7 @@ class StudyPage:
                 f"logs. Teachers: every epoch, patience {self.p.patience}; fixed-budget "
                 f"students: every {self.p.validate_updates} updates up to "
                 f"{self.p.student_updates:,}; GKD rows: every {self.p.gkd_validate_updates} "
-                "up to their budget; the converged row: every epoch, patience "
+                "up to their budget; the converged rows: every epoch, patience "
                 f"{self.p.patience}. A curve still falling at its end had not converged."]
 
     def gkd_section(self) -> list[str]:

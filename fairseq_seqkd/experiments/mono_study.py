@@ -133,7 +133,7 @@ class MonoStudy(Benchmark):
             return self._train(
                 data, key, arch, 0, p.finetune_lr, p.student_dropout,
                 "--criterion", "gkd", "--label-smoothing", str(p.label_smoothing),
-                "--teacher-path", str(self.out / TEACHER.checkpoint),
+                "--teacher-path", self._teacher_path(r.data),
                 "--kd-alpha", str(p.kd_alpha), "--gkd-lambda", str(GKD_LAMBDA),
                 "--gkd-beta", f"{r.beta:g}", "--finetune-from-model", str(start),
                 *self._fixed(p.gkd_updates, p.gkd_validate_updates), warmup=p.prune_warmup,
@@ -143,6 +143,11 @@ class MonoStudy(Benchmark):
                                p.student_dropout, *self._ls(), seed=r.seed)
         return self._train(data, key, arch, 0, p.student_lr, p.student_dropout, *self._ls(),
                            *self._fixed(p.student_updates, p.validate_updates), seed=r.seed)
+
+    def _teacher_path(self, data: str) -> str:
+        """The teacher that made build ``data``: the first, or both as one ensemble."""
+        teachers = (TEACHER, TEACHER_SEED2) if data == "mono-ensemble" else (TEACHER,)
+        return ":".join(str(self.out / t.checkpoint) for t in teachers)
 
     def _teacher_build(self, output: Path, *extra: str) -> list[str]:
         """seqkd-build of the Seq-KD data by the first teacher in the preset's engine."""
@@ -167,6 +172,8 @@ class MonoStudy(Benchmark):
         deps = [DATA_BUILDS[r.data]]
         if r.budget == "gkd":
             deps += [self.row(r.start or "").model.stage, TEACHER.stage]
+            if r.data == "mono-ensemble":
+                deps.append(TEACHER_SEED2.stage)
         what = {"updates": f"{p.student_updates:,} updates",
                 "converged": f"until patience {p.patience} (at most {p.converged_epochs} "
                              "epochs)",
@@ -212,8 +219,7 @@ class MonoStudy(Benchmark):
             mkdirs=[mono / WORK_DIR], inputs=[self.mono_source],
             resumes=False)  # cp -R into an existing copy would nest it
         build = self._build("seq-kd", ensemble, *self._mono_options())
-        build[build.index("--teacher") + 1] = ":".join(
-            str(out / m.checkpoint) for m in (TEACHER, TEACHER_SEED2))
+        build[build.index("--teacher") + 1] = self._teacher_path("mono-ensemble")
         stages[DATA_BUILDS["mono-ensemble"]] = Stage(
             DATA_BUILDS["mono-ensemble"], f"Seq-KD + mono data from the ensemble of both "
             f"teachers (fairseq), beam {p.beam}", [build], [*(ensemble / n for n in proof),
@@ -280,7 +286,8 @@ class MonoStudy(Benchmark):
             *(data[n] for n in ("teacher-ct2",) if n in data), data[DATA_BUILDS["seq-kd"]],
             *rows("seq-kd"), data[DATA_BUILDS["mono"]], *rows("seq-kd-mono"),
             *rows("seq-kd-mono-converged"), *rows(part="core"),
-            teacher2, data[DATA_BUILDS["mono-ensemble"]], *rows("seq-kd-mono-ensemble"),
+            teacher2, data[DATA_BUILDS["mono-ensemble"]],
+            *rows("seq-kd-mono-ensemble", "seq-kd-mono-ensemble-converged"),
             *rows(part="ensemble"),
             *final, self._deploy_export_stage(), self._deploy_speed_stage(), *rows(part="final"),
         ]

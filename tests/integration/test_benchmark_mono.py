@@ -47,13 +47,14 @@ CORE = ["sentencepiece", "preprocess", "teacher", "eval-teacher", "teacher-ct2",
         "seq-kd-seed2", "eval-seq-kd-seed2", "seq-kd-mono-seed2", "eval-seq-kd-mono-seed2",
         "seq-kd-seed3", "eval-seq-kd-seed3", "seq-kd-mono-seed3", "eval-seq-kd-mono-seed3"]
 ENSEMBLE = ["teacher-seed2", "eval-teacher-seed2", "eval-teacher-ensemble",
-            "build-seq-kd-mono-ensemble", "seq-kd-mono-ensemble", "eval-seq-kd-mono-ensemble"]
+            "build-seq-kd-mono-ensemble", "seq-kd-mono-ensemble", "eval-seq-kd-mono-ensemble",
+            "seq-kd-mono-ensemble-converged", "eval-seq-kd-mono-ensemble-converged"]
 FINAL = ["gkd-0.1", "eval-gkd-0.1", "gkd-0.5", "eval-gkd-0.5", "size-4-1-d128",
          "eval-size-4-1-d128", "size-4-1-d256", "eval-size-4-1-d256",
          "deploy-export", "deploy-speed",
          # the best row's further seeds, last: deployment does not read them
-         "seq-kd-mono-converged-seed2", "eval-seq-kd-mono-converged-seed2",
-         "seq-kd-mono-converged-seed3", "eval-seq-kd-mono-converged-seed3"]
+         "seq-kd-mono-ensemble-converged-seed2", "eval-seq-kd-mono-ensemble-converged-seed2",
+         "seq-kd-mono-ensemble-converged-seed3", "eval-seq-kd-mono-ensemble-converged-seed3"]
 
 
 def test_dry_run_lists_the_study_part_by_part(tmp_path):
@@ -64,8 +65,8 @@ def test_dry_run_lists_the_study_part_by_part(tmp_path):
     assert dry_run(corpus, mono, out, "--part", "ensemble") == [
         "sentencepiece", "preprocess", "teacher", *ENSEMBLE]
     assert dry_run(corpus, mono, out, "--part", "final") == [
-        "sentencepiece", "preprocess", "teacher", "teacher-ct2", "build-seq-kd",
-        "build-seq-kd-mono", "seq-kd-mono", "seq-kd-mono-converged", *FINAL]
+        "sentencepiece", "preprocess", "teacher", "teacher-seed2", "build-seq-kd-mono-ensemble",
+        "seq-kd-mono-ensemble", "seq-kd-mono-ensemble-converged", *FINAL]
     proc = run_cli("seqkd-benchmark", "--preset", "multi30k-mono", "--corpus", corpus,
                    "--mono-source", mono, "--out", out, "--dry-run")
     commands = proc.stdout
@@ -79,6 +80,10 @@ def test_dry_run_lists_the_study_part_by_part(tmp_path):
     assert re.search(r"--teacher \S+/models/teacher/checkpoint_best.pt:\S+/models/"
                      r"teacher-seed2/checkpoint_best.pt", commands)
     assert "--criterion gkd" in commands and "--lr 0.0005 " in commands
+    # GKD's online teacher is the one that made its start row's data: here the ensemble
+    gkd = re.search(r"# gkd-0\.1: .*\n(.*)\n", commands)[1]
+    assert re.search(r"--teacher-path \S+/models/teacher/checkpoint_best\.pt:\S+/models/"
+                     r"teacher-seed2/checkpoint_best\.pt ", gkd)
     # a deployed row's stock export keeps its whole name (gkd-0.1 and gkd-0.5 stay apart)
     assert re.search(r"models/gkd-0\.1/checkpoint_best\.pt --output \S+/deploy/gkd-0\.1\.pt\n",
                      commands)
