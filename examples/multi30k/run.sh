@@ -13,12 +13,12 @@
 # source, default ../shared/data/multi30k-en-mono/train.src), OUT (working directory, default
 # runs/multi30k-mono; not committed), DOC (results page, default
 # docs/results/multi30k.md). Three resumable parts, in order (CPU seconds estimated in
-# the preset, fairseq_seqkd/experiments/benchmark_presets.py; ~48,000 in all):
+# the preset, fairseq_seqkd/experiments/benchmark_presets.py; ~51,000 in all):
 #
 #   examples/multi30k/run.sh --only teacher --threads 2   # the teacher first, both cores
 #   examples/multi30k/run.sh --part core      # Seq-KD, Seq-KD + mono (3 seeds), converged
-#   examples/multi30k/run.sh --part ensemble  # second teacher, ensemble, its mono data
-#   examples/multi30k/run.sh --part final     # GKD, sizes, best row's seeds, deployment
+#   examples/multi30k/run.sh --part ensemble  # second teacher, ensemble, its mono data and rows
+#   examples/multi30k/run.sh --part final     # GKD, sizes, deployment, best row's seeds
 #
 # Stop a run at any time and run it again to continue. Commit the page and its -logs/ folder
 # after each part: a part run on a fresh machine retrains the teachers and data it needs and

@@ -144,10 +144,13 @@ class MonoStudy(Benchmark):
         return self._train(data, key, arch, 0, p.student_lr, p.student_dropout, *self._ls(),
                            *self._fixed(p.student_updates, p.validate_updates), seed=r.seed)
 
+    @staticmethod
+    def _teachers(data: str) -> tuple[ModelSpec, ...]:
+        """The teachers that made build ``data``: the first, or both as one ensemble."""
+        return (TEACHER, TEACHER_SEED2) if data == "mono-ensemble" else (TEACHER,)
+
     def _teacher_path(self, data: str) -> str:
-        """The teacher that made build ``data``: the first, or both as one ensemble."""
-        teachers = (TEACHER, TEACHER_SEED2) if data == "mono-ensemble" else (TEACHER,)
-        return ":".join(str(self.out / t.checkpoint) for t in teachers)
+        return ":".join(str(self.out / t.checkpoint) for t in self._teachers(data))
 
     def _teacher_build(self, output: Path, *extra: str) -> list[str]:
         """seqkd-build of the Seq-KD data by the first teacher in the preset's engine."""
@@ -171,9 +174,8 @@ class MonoStudy(Benchmark):
         r, p = row.recipe, self.preset
         deps = [DATA_BUILDS[r.data]]
         if r.budget == "gkd":
-            deps += [self.row(r.start or "").model.stage, TEACHER.stage]
-            if r.data == "mono-ensemble":
-                deps.append(TEACHER_SEED2.stage)
+            deps += [self.row(r.start or "").model.stage,
+                     *(t.stage for t in self._teachers(r.data))]
         what = {"updates": f"{p.student_updates:,} updates",
                 "converged": f"until patience {p.patience} (at most {p.converged_epochs} "
                              "epochs)",
@@ -224,7 +226,8 @@ class MonoStudy(Benchmark):
             DATA_BUILDS["mono-ensemble"], f"Seq-KD + mono data from the ensemble of both "
             f"teachers (fairseq), beam {p.beam}", [build], [*(ensemble / n for n in proof),
                                                              ensemble],
-            deps=["preprocess", "sentencepiece", TEACHER.stage, TEACHER_SEED2.stage],
+            deps=["preprocess", "sentencepiece",
+                  *(t.stage for t in self._teachers("mono-ensemble"))],
             clean=[ensemble], inputs=[self.mono_source])
         return stages
 
