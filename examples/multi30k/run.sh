@@ -13,7 +13,7 @@
 # source, default ../shared/data/multi30k-en-mono/train.src), OUT (working directory, default
 # runs/multi30k-mono; not committed), DOC (results page, default
 # docs/results/multi30k.md). Three resumable parts, in order (CPU seconds estimated in
-# the preset, fairseq_seqkd/experiments/benchmark_presets.py; ~51,000 in all):
+# the preset, fairseq_seqkd/experiments/benchmark_presets.py; ~53,000 in all):
 #
 #   examples/multi30k/run.sh --only teacher --threads 2   # the teacher first, both cores
 #   examples/multi30k/run.sh --part core      # Seq-KD, Seq-KD + mono (3 seeds), converged

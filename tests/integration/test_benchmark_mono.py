@@ -52,9 +52,12 @@ ENSEMBLE = ["teacher-seed2", "eval-teacher-seed2", "eval-teacher-ensemble",
 FINAL = ["gkd-0.1", "eval-gkd-0.1", "gkd-0.5", "eval-gkd-0.5", "size-4-1-d128",
          "eval-size-4-1-d128", "size-4-1-d256", "eval-size-4-1-d256",
          "deploy-export", "deploy-speed",
-         # the best row's further seeds, last: deployment does not read them
+         # the best row's further seeds, last (deployment does not read them): GKD's seed k
+         # fine-tunes its start row's seed k
          "seq-kd-mono-ensemble-converged-seed2", "eval-seq-kd-mono-ensemble-converged-seed2",
-         "seq-kd-mono-ensemble-converged-seed3", "eval-seq-kd-mono-ensemble-converged-seed3"]
+         "gkd-0.1-seed2", "eval-gkd-0.1-seed2",
+         "seq-kd-mono-ensemble-converged-seed3", "eval-seq-kd-mono-ensemble-converged-seed3",
+         "gkd-0.1-seed3", "eval-gkd-0.1-seed3"]
 
 
 def test_dry_run_lists_the_study_part_by_part(tmp_path):
@@ -84,6 +87,10 @@ def test_dry_run_lists_the_study_part_by_part(tmp_path):
     gkd = re.search(r"# gkd-0\.1: .*\n(.*)\n", commands)[1]
     assert re.search(r"--teacher-path \S+/models/teacher/checkpoint_best\.pt:\S+/models/"
                      r"teacher-seed2/checkpoint_best\.pt ", gkd)
+    # the best row is a GKD row: its seed 2 fine-tunes its start row's seed 2, with seed 2
+    gkd2 = re.search(r"# gkd-0\.1-seed2: .*\n(.*)\n", commands)[1]
+    assert "--seed 2 " in gkd2 and re.search(
+        r"models/seq-kd-mono-ensemble-converged-seed2/checkpoint_best\.pt", gkd2)
     # a deployed row's stock export keeps its whole name (gkd-0.1 and gkd-0.5 stay apart)
     assert re.search(r"models/gkd-0\.1/checkpoint_best\.pt --output \S+/deploy/gkd-0\.1\.pt\n",
                      commands)
