@@ -20,9 +20,11 @@
 #   examples/multi30k/run.sh --part ensemble  # second teacher, ensemble, its mono data and rows
 #   examples/multi30k/run.sh --part final     # GKD, sizes, deployment, best row's seeds
 #
-# Stop a run at any time and run it again to continue. Commit the page and its -logs/ folder
-# after each part: a part run on a fresh machine retrains the teachers and data it needs and
-# reads the earlier rows from there.
+# Stop a run at any time and run it again to continue (training stages resume at any
+# --threads; the deployment measurement holds its thread count, so a rerun with another
+# --threads measures it again: `--only NAME --threads 2` runs one training stage faster).
+# Commit the page and its -logs/ folder after each part: a part run on a fresh machine
+# retrains the teachers and data it needs and reads the earlier rows from there.
 set -euo pipefail
 DOC=${DOC:-docs/results/multi30k.md}
 source "$(dirname "$0")/benchmark_env.sh"  # REPO, CORPUS, BENCH, ANALYSIS
