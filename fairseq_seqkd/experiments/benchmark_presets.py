@@ -160,13 +160,13 @@ BENCHMARK_PRESETS: dict[str, BenchmarkPreset] = {
     #   and (converged) ~2,200: ~18,000 (measured, the converged row aside: the second teacher
     #   8,038 for epochs 2-20, then 7,599: build 5,995, student 1,250); +7,500 for the first
     #   teacher on a fresh machine.
-    # --part final: GKD with the ensemble online 2 x 500 updates x ~2.6 = ~2,600 (measured
-    #   1,304 each), sizes 1,400 + 3,300, exports and the deployment speed stage ~700,
-    #   decoding ~200: ~8,200 (+7,500 teacher, the ensemble part's ~15,800 and ~2,200 for the
-    #   GKD start row on a fresh machine), and the best row's two further seeds, each its
-    #   converged start row and GKD, 2 x (2,400 + 1,300) = ~7,400 (measured, all of part
-    #   final: 13,108; GKD 1,304 and 1,222, sizes 1,062 and 2,376, the seeds' converged rows
-    #   1,999 and 1,970, their GKD 1,253 and 1,548 at two threads).
+    # --part final: GKD with the ensemble online 2 x 500 updates x ~2.6 = ~2,600, sizes
+    #   1,400 + 3,300, exports and the deployment speed stage ~700, decoding ~200: ~8,200
+    #   (+7,500 teacher, the ensemble part's ~15,800 and ~2,200 for the GKD start row on a
+    #   fresh machine), and the best row's two further seeds, each its converged start row
+    #   and GKD, 2 x (2,400 + 1,300) = ~7,400 (measured, all of part final: 13,108; GKD 1,304
+    #   and 1,222, sizes 1,062 and 2,376, the seeds' converged rows 1,999 and 1,970, their
+    #   GKD 1,253 and 1,548 at two threads).
     # In all ~53,000 CPU-s on one machine, about 7.5 hours of 2 cores. Each part runs on a
     # fresh machine too: it retrains the teachers it needs, and the page keeps the rows of
     # earlier parts from what it committed beside itself. The ensemble's data is GKD's, the
